@@ -1,0 +1,69 @@
+// Package bundle holds the helper executables containerd must exec (runc,
+// containerd-shim-runc-v2 and the CNI plugins) and unpacks them on start.
+//
+// scripts/build-helpers.sh (make helpers) builds them from their Go modules and
+// packs them into assets/helpers-<GOARCH>.tar.zst, a deterministic
+// zstd-compressed tar, next to assets/helpers-<GOARCH>.tar.zst.sha256 (its
+// sha256 in hex). The embed_<arch>.go files embed the pair for the target
+// architecture; building with the tag bramble_nohelpers (or for another
+// architecture) leaves the archive empty and Extract returns ErrNoHelpers.
+//
+// Extract unpacks the archive into <data-dir>/data/<hash>/bin, where <hash> is
+// the first 16 hex digits of the archive's sha256, and points
+// <data-dir>/data/current at it.
+package bundle
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+)
+
+// ErrNoHelpers is returned by Extract when this binary was built without the
+// helper archive (tag bramble_nohelpers, or an architecture it is not built for).
+var ErrNoHelpers = errors.New("bramble was built without the helper binaries archive (run make helpers)")
+
+// hashLen is the number of hex digits of the archive's sha256 in the directory name.
+const hashLen = 16
+
+// archiveSum returns the full hex sha256 of the embedded archive: the value the
+// build wrote next to it when it looks like one (no hashing at start: the Pi 3
+// and 4 have no SHA instructions), else computed once. Extract checks the real
+// hash before unpacking, so a stale sidecar cannot go unnoticed.
+var archiveSum = sync.OnceValue(func() string {
+	if len(archive) == 0 {
+		return ""
+	}
+	if f := strings.Fields(archiveSHA256); len(f) > 0 && isHexSHA256(f[0]) {
+		return f[0]
+	}
+	sum := sha256.Sum256(archive)
+	return hex.EncodeToString(sum[:])
+})
+
+// Hash returns the content hash naming the extraction directory (the first 16
+// hex digits of the embedded archive's sha256), or "" when there is no archive.
+func Hash() string {
+	s := archiveSum()
+	if len(s) < hashLen {
+		return ""
+	}
+	return s[:hashLen]
+}
+
+// ArchiveSize returns the size in bytes of the embedded compressed archive.
+func ArchiveSize() int { return len(archive) }
+
+func isHexSHA256(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,586 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Set in a subprocess started by TestExtractConcurrent: extract and exit.
+const childEnv = "BRAMBLE_BUNDLE_TEST_EXTRACT_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		// Say we are ready, then wait for the parent to close stdin.
+		fmt.Println("ready")
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		bin, err := Extract(dir, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(bin)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func needArchive(t *testing.T) {
+	t.Helper()
+	if len(archive) == 0 {
+		t.Skip("built without the helper archive")
+	}
+}
+
+// recorder is a slog handler that keeps records at Info and above.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recorder) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Level.String()+" "+rec.Message)
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.msgs
+	r.msgs = nil
+	return m
+}
+
+func run(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+func checkRuns(t *testing.T, bin string) {
+	t.Helper()
+	if out := run(t, nil, filepath.Join(bin, "runc"), "--version"); !strings.Contains(out, "runc version") {
+		t.Errorf("runc --version: %q", out)
+	}
+	out := run(t, []string{"CNI_COMMAND=VERSION"}, filepath.Join(bin, "bridge"))
+	if !strings.Contains(out, "cniVersion") || !strings.Contains(out, "supportedVersions") {
+		t.Errorf("bridge VERSION: %q", out)
+	}
+	if out := run(t, nil, filepath.Join(bin, "containerd-shim-runc-v2"), "-v"); !strings.Contains(out, "v2.") {
+		t.Errorf("shim -v: %q", out)
+	}
+}
+
+// checkLayout asserts dataDir/data holds exactly one complete hash dir.
+func checkLayout(t *testing.T, dataDir string) {
+	t.Helper()
+	base := filepath.Join(dataDir, "data")
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{lockName, Hash(), currentLink}; !slices.Equal(names, want) {
+		t.Errorf("data dir holds %v, want %v", names, want)
+	}
+	if cur, err := os.Readlink(filepath.Join(base, currentLink)); err != nil || cur != Hash() {
+		t.Errorf("current -> %q (%v), want %s", cur, err, Hash())
+	}
+	if err := Verify(dataDir); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+}
+
+func TestHash(t *testing.T) {
+	needArchive(t)
+	sum := sha256.Sum256(archive)
+	if want := hex.EncodeToString(sum[:])[:hashLen]; Hash() != want {
+		t.Fatalf("Hash() = %q, archive sha256 starts %q (stale .sha256 sidecar?)", Hash(), want)
+	}
+}
+
+func TestExtract(t *testing.T) {
+	needArchive(t)
+	dir := t.TempDir()
+	rec := &recorder{}
+	log := slog.New(rec)
+
+	start := time.Now()
+	bin, err := Extract(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first Extract: %v (archive %d bytes)", time.Since(start), len(archive))
+	if want := filepath.Join(dir, "data", Hash(), "bin"); bin != want {
+		t.Fatalf("Extract = %s, want %s", bin, want)
+	}
+	if msgs := rec.take(); len(msgs) != 2 || msgs[0] != "INFO extracting helper binaries" {
+		t.Errorf("first extraction logged %q", msgs)
+	}
+	for _, name := range []string{"runc", "containerd-shim-runc-v2", "bridge", "host-local", "loopback", "portmap"} {
+		fi, err := os.Stat(filepath.Join(bin, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != 0o755 {
+			t.Errorf("%s: mode %v", name, fi.Mode())
+		}
+	}
+	if fi, err := os.Stat(bin); err != nil || fi.Mode() != fs0755Dir {
+		t.Errorf("bin dir: %v %v", fi.Mode(), err)
+	}
+	checkRuns(t, bin)
+	checkLayout(t, dir)
+
+	before, _ := os.Stat(filepath.Join(bin, "runc"))
+	start = time.Now()
+	bin2, err := Extract(dir, log)
+	d := time.Since(start)
+	if err != nil || bin2 != bin {
+		t.Fatalf("second Extract = %s, %v", bin2, err)
+	}
+	t.Logf("second Extract: %v", d)
+	if d > 100*time.Millisecond {
+		t.Errorf("second Extract took %v", d)
+	}
+	if msgs := rec.take(); len(msgs) != 0 {
+		t.Errorf("second Extract logged %q", msgs)
+	}
+	after, _ := os.Stat(filepath.Join(bin, "runc"))
+	if !os.SameFile(before, after) || !before.ModTime().Equal(after.ModTime()) {
+		t.Error("second Extract rewrote runc")
+	}
+
+	start = time.Now()
+	if err := Verify(dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Verify (sha256 of every file): %v", time.Since(start))
+}
+
+const fs0755Dir = os.ModeDir | 0o755
+
+func TestExtractConcurrent(t *testing.T) {
+	needArchive(t)
+	dir := t.TempDir()
+
+	// Two subprocesses, started first and held at a barrier (their stdin).
+	type child struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		out   *bufio.Reader
+		err   bytes.Buffer
+	}
+	var children []*child
+	for range 2 {
+		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^$")}
+		c.cmd.Env = append(os.Environ(), childEnv+"="+dir)
+		c.cmd.Stderr = &c.err
+		var err error
+		if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := c.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.out = bufio.NewReader(stdout)
+		if err := c.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := c.out.ReadString('\n'); line != "ready\n" {
+			t.Fatalf("child: %q, %v", line, err)
+		}
+		children = append(children, c)
+	}
+
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	bins := make([]string, 8)
+	errs := make([]error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			<-start
+			bins[i], errs[i] = Extract(dir, nil)
+		})
+	}
+	for _, c := range children {
+		c.stdin.Close()
+	}
+	close(start)
+	wg.Wait()
+
+	want := filepath.Join(dir, "data", Hash(), "bin")
+	for i := range 8 {
+		if errs[i] != nil || bins[i] != want {
+			t.Errorf("goroutine %d: %s, %v", i, bins[i], errs[i])
+		}
+	}
+	for i, c := range children {
+		rest, _ := io.ReadAll(c.out)
+		if err := c.cmd.Wait(); err != nil {
+			t.Errorf("subprocess %d: %v\n%s", i, err, c.err.String())
+		} else if got := strings.TrimSpace(string(rest)); got != want {
+			t.Errorf("subprocess %d printed %q", i, got)
+		}
+	}
+	checkLayout(t, dir)
+	checkRuns(t, want)
+}
+
+// Without the flock, racers all extract and the atomic rename picks one.
+func TestExtractConcurrentNoLock(t *testing.T) {
+	needArchive(t)
+	useLock = false
+	defer func() { useLock = true }()
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	start := make(chan struct{})
+	for i := range 8 {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = Extract(dir, nil)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("goroutine %d: %v", i, err)
+		}
+	}
+	// No lock file this time, and nothing else left over.
+	entries, _ := os.ReadDir(filepath.Join(dir, "data"))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{Hash(), currentLink}; !slices.Equal(names, want) {
+		t.Errorf("data dir holds %v, want %v", names, want)
+	}
+	if err := Verify(dir); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestExtractRepairs(t *testing.T) {
+	needArchive(t)
+	damage := map[string]func(t *testing.T, bin string){
+		"truncated": func(t *testing.T, bin string) {
+			if err := os.Truncate(filepath.Join(bin, "runc"), 4096); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"overwritten same size": func(t *testing.T, bin string) {
+			overwrite(t, filepath.Join(bin, "bridge"), false)
+		},
+		"overwritten, mtime restored": func(t *testing.T, bin string) {
+			overwrite(t, filepath.Join(bin, "portmap"), true)
+		},
+		"removed": func(t *testing.T, bin string) {
+			if err := os.Remove(filepath.Join(bin, "loopback")); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"chmod": func(t *testing.T, bin string) {
+			if err := os.Chmod(filepath.Join(bin, "host-local"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"no manifest": func(t *testing.T, bin string) {
+			if err := os.Remove(filepath.Join(filepath.Dir(bin), manifestName)); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"current points elsewhere": func(t *testing.T, bin string) {
+			base := filepath.Dir(filepath.Dir(bin))
+			if err := replaceSymlink(base, currentLink, "0123456789abcdef"); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, fn := range damage {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			bin, err := Extract(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn(t, bin)
+			rec := &recorder{}
+			bin2, err := Extract(dir, slog.New(rec))
+			if err != nil || bin2 != bin {
+				t.Fatalf("Extract after damage: %s, %v", bin2, err)
+			}
+			msgs := rec.take()
+			if name == "current points elsewhere" {
+				if len(msgs) != 0 {
+					t.Errorf("logged %q", msgs)
+				}
+				if l, _ := os.Readlink(filepath.Join(dir, "data", previousLink)); l != "0123456789abcdef" {
+					t.Errorf("previous -> %q", l)
+				}
+				_ = os.Remove(filepath.Join(dir, "data", previousLink))
+			} else if len(msgs) == 0 || !strings.HasPrefix(msgs[0], "WARN helper binaries damaged") {
+				t.Errorf("logged %q, want a warning", msgs)
+			}
+			checkLayout(t, dir)
+			checkRuns(t, bin)
+		})
+	}
+}
+
+// overwrite flips bytes in the middle of p without changing its size.
+func overwrite(t *testing.T, p string, restoreMtime bool) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // past the coarse timestamp clock tick
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xcc}, 512), fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if restoreMtime {
+		if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestVerifyDetectsContent(t *testing.T) {
+	needArchive(t)
+	dir := t.TempDir()
+	bin, err := Extract(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overwrite(t, filepath.Join(bin, "bridge"), true)
+	if err := Verify(dir); err == nil {
+		t.Fatal("Verify missed a modified file")
+	}
+}
+
+type entry struct {
+	name string
+	typ  byte
+	body string
+}
+
+func makeArchive(t *testing.T, entries ...entry) ([]byte, string) {
+	t.Helper()
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o755, Size: int64(len(e.body))}
+		if e.typ == tar.TypeSymlink {
+			hdr.Linkname, hdr.Size = e.body, 0
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Size > 0 {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := enc.EncodeAll(tb.Bytes(), nil)
+	sum := sha256.Sum256(data)
+	return data, hex.EncodeToString(sum[:])
+}
+
+func TestRejectsBadArchives(t *testing.T) {
+	ok := entry{"bin/ok", tar.TypeReg, "#!/bin/sh\n"}
+	for name, e := range map[string]entry{
+		"dotdot":        {"bin/../../evil", tar.TypeReg, "x"},
+		"leading":       {"../evil", tar.TypeReg, "x"},
+		"absolute":      {"/tmp/evil", tar.TypeReg, "x"},
+		"symlink":       {"bin/link", tar.TypeSymlink, "/etc/passwd"},
+		"duplicate":     ok,
+		"reserved name": {manifestName, tar.TypeReg, "{}"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			data, sum := makeArchive(t, ok, e)
+			if _, err := extract(dir, data, sum, nil); err == nil {
+				t.Fatal("extract accepted the archive")
+			} else {
+				t.Log(err)
+			}
+			entries, _ := os.ReadDir(filepath.Join(dir, "data"))
+			for _, e := range entries {
+				if e.Name() != lockName {
+					t.Errorf("left %s behind", e.Name())
+				}
+			}
+			if _, err := os.Lstat(filepath.Join(filepath.Dir(dir), "evil")); err == nil {
+				t.Error("wrote outside the data dir")
+			}
+		})
+	}
+
+	t.Run("hash mismatch", func(t *testing.T) {
+		data, _ := makeArchive(t, ok)
+		_, err := extract(t.TempDir(), data, strings.Repeat("ab", 32), nil)
+		if err == nil || !strings.Contains(err.Error(), "sha256") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("truncated archive", func(t *testing.T) {
+		data, _ := makeArchive(t, ok, entry{"bin/big", tar.TypeReg, strings.Repeat("y", 100000)})
+		data = data[:len(data)-20]
+		sum := sha256.Sum256(data)
+		if _, err := extract(t.TempDir(), data, hex.EncodeToString(sum[:]), nil); err == nil {
+			t.Fatal("extract accepted a truncated archive")
+		}
+	})
+	t.Run("no archive", func(t *testing.T) {
+		if _, err := extract(t.TempDir(), nil, "", nil); !errors.Is(err, ErrNoHelpers) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+// Upgrading swaps current to the new hash dir and keeps previous.
+func TestCurrentAndPrevious(t *testing.T) {
+	dir := t.TempDir()
+	a, sumA := makeArchive(t, entry{"bin/", tar.TypeDir, ""}, entry{"bin/x", tar.TypeReg, "a"})
+	b, sumB := makeArchive(t, entry{"bin/x", tar.TypeReg, "b"})
+	for _, s := range []struct {
+		data []byte
+		sum  string
+	}{{a, sumA}, {b, sumB}} {
+		bin, err := extract(dir, s.data, s.sum, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(dir, "data", s.sum[:hashLen], "bin"); bin != want {
+			t.Fatalf("bin = %s, want %s", bin, want)
+		}
+	}
+	base := filepath.Join(dir, "data")
+	if l, _ := os.Readlink(filepath.Join(base, currentLink)); l != sumB[:hashLen] {
+		t.Errorf("current -> %s", l)
+	}
+	if l, _ := os.Readlink(filepath.Join(base, previousLink)); l != sumA[:hashLen] {
+		t.Errorf("previous -> %s", l)
+	}
+	if got, _ := os.ReadFile(filepath.Join(base, currentLink, "bin", "x")); string(got) != "b" {
+		t.Errorf("current/bin/x = %q", got)
+	}
+}
+
+func TestStaleTempRemoved(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "data")
+	stale := filepath.Join(base, tmpPrefix+"crashed")
+	fresh := filepath.Join(base, tmpPrefix+"racer")
+	for _, d := range []string{stale, fresh} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	data, sum := makeArchive(t, entry{"bin/x", tar.TypeReg, "x"})
+	if _, err := extract(dir, data, sum, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("stale temp dir kept")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("recent temp dir removed")
+	}
+}
+
+func TestSameTime(t *testing.T) {
+	const rec = int64(1_700_000_000_123_456_789)
+	for _, c := range []struct {
+		got  int64
+		want bool
+	}{
+		{rec, true},
+		{rec - 456_789, true},             // kept in µs
+		{rec - 123_456_789, true},         // kept in seconds
+		{rec + 1, false},                  // written later
+		{rec + int64(time.Second), false}, // written later
+		{rec - int64(time.Second), false}, // set back by utimes
+	} {
+		if got := sameTime(c.got, rec); got != c.want {
+			t.Errorf("sameTime(%d, %d) = %v", c.got, rec, got)
+		}
+	}
+}
+
+func TestNestedDirs(t *testing.T) {
+	dir := t.TempDir()
+	data, sum := makeArchive(t, entry{"a/b/c/x", tar.TypeReg, "x"}, entry{"bin/y", tar.TypeReg, "y"})
+	bin, err := extract(dir, data, sum, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"a", "a/b", "a/b/c", "bin"} {
+		fi, err := os.Stat(filepath.Join(filepath.Dir(bin), p))
+		if err != nil || fi.Mode() != fs0755Dir {
+			t.Errorf("%s: %v %v", p, fi, err)
+		}
+	}
+}
+
+func TestRelativeDataDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	data, sum := makeArchive(t, entry{"bin/x", tar.TypeReg, "x"})
+	bin, err := extract("rel", data, sum, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(bin) {
+		t.Errorf("bin dir %q is not absolute", bin)
+	}
+}

@@ -1,0 +1,13 @@
+//go:build arm64 && !bramble_nohelpers
+
+package bundle
+
+import _ "embed" // for go:embed
+
+// Produced by scripts/build-helpers.sh (make helpers ARCH=arm64).
+var (
+	//go:embed assets/helpers-arm64.tar.zst
+	archive []byte
+	//go:embed assets/helpers-arm64.tar.zst.sha256
+	archiveSHA256 string
+)

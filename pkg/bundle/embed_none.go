@@ -1,0 +1,9 @@
+//go:build bramble_nohelpers || !(amd64 || arm64 || arm)
+
+package bundle
+
+// No helper archive in this build: Extract returns ErrNoHelpers.
+var (
+	archive       []byte
+	archiveSHA256 string
+)

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"sigs.k8s.io/yaml"
+)
+
+// DefaultConfigFile is read when --config is not given.
+const DefaultConfigFile = "/etc/bramble/config.yaml"
+
+// applyConfigFile fills every flag that was set neither on the command line nor
+// through the environment from the YAML file named by --config (keys are flag
+// names). Precedence is therefore flag > env > file > default. Unknown keys and
+// bad values are errors naming the key.
+func applyConfigFile(c *cli.Context) error {
+	path := c.String("config")
+	explicit := c.IsSet("config")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return nil
+		}
+		return fmt.Errorf("config file: %w", err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(data, &values); err != nil {
+		return fmt.Errorf("config file %s: not valid YAML: %w", path, err)
+	}
+	known := flagNames(c.Command.Flags)
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if key == "config" || !known[key] {
+			msg := fmt.Sprintf("config file %s: unknown key %q", path, key)
+			if s := closest(key, known); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			return errors.New(msg)
+		}
+		if c.IsSet(key) {
+			continue // the command line or the environment wins
+		}
+		if err := setFromFile(c, key, values[key]); err != nil {
+			return fmt.Errorf("config file %s: key %q: %w", path, key, err)
+		}
+	}
+	return nil
+}
+
+func setFromFile(c *cli.Context, key string, v any) error {
+	items, isList := v.([]any)
+	if !isList {
+		items = []any{v}
+	}
+	for _, item := range items {
+		switch item.(type) {
+		case map[string]any, []any, nil:
+			return fmt.Errorf("want a value or a list of values, got %T", item)
+		}
+		s := fmt.Sprint(item)
+		if f, ok := item.(float64); ok && f == float64(int64(f)) {
+			s = fmt.Sprint(int64(f))
+		}
+		if err := c.Set(key, s); err != nil {
+			return fmt.Errorf("invalid value %q: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func flagNames(flags []cli.Flag) map[string]bool {
+	names := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if len(n) > 1 {
+				names[n] = true
+			}
+		}
+	}
+	return names
+}
+
+// closest returns the known name nearest to key, if it is near enough.
+func closest(key string, known map[string]bool) string {
+	best, bestD := "", len(key)/2+2
+	for n := range known {
+		if d := distance(strings.ToLower(key), n); d < bestD || (d == bestD && n < best) {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// distance is the Levenshtein edit distance.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

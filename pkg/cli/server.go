@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/server"
+	"github.com/bramble-pi/bramble/pkg/supervisor"
+)
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "server",
+		Usage:  "run a control plane (and, unless --disable-agent, a node)",
+		Flags:  serverFlags(),
+		Before: applyConfigFile,
+		Action: runServer,
+	}
+}
+
+func runServer(c *cli.Context) error {
+	cfg, err := serverConfig(c)
+	if err != nil {
+		return err
+	}
+	if !c.Bool("disable-agent") {
+		return errors.New("the node half of `bramble server` is not built yet: run with --disable-agent")
+	}
+	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	start := time.Now()
+	cp, err := server.Prepare(cfg, log)
+	if err != nil {
+		return err
+	}
+	sup := supervisor.New(log, cp.Components(), supervisor.OnReady(func() {
+		log.Info("control plane ready", "took", time.Since(start).Round(time.Millisecond), "kubeconfig", cfg.KubeconfigPath)
+	}))
+	log.Info("starting bramble server", "data-dir", cfg.DataDir, "port", cfg.HTTPSPort)
+	if err := sup.Run(ctx); err != nil {
+		return loggedError{err}
+	}
+	log.Info("bramble server stopped")
+	return nil
+}
+
+// serverConfig turns flags into the control plane's typed configuration,
+// naming the flag in every error.
+func serverConfig(c *cli.Context) (server.Config, error) {
+	cfg := server.Config{
+		DataDir:           c.String("data-dir"),
+		HTTPSPort:         c.Int("https-listen-port"),
+		TLSSANs:           c.StringSlice("tls-san"),
+		ClusterDomain:     c.String("cluster-domain"),
+		NodeName:          c.String("node-name"),
+		Token:             c.String("token"),
+		DatastoreEndpoint: c.String("datastore-endpoint"),
+		KubeconfigPath:    c.String("write-kubeconfig"),
+	}
+	var err error
+	if cfg.DataDir == "" {
+		return cfg, errors.New("--data-dir must not be empty")
+	}
+	if cfg.HTTPSPort <= 0 || cfg.HTTPSPort > 65535 {
+		return cfg, fmt.Errorf("--https-listen-port: %d is not a port", cfg.HTTPSPort)
+	}
+	if cfg.BindAddress, err = ipFlag(c, "bind-address"); err != nil {
+		return cfg, err
+	}
+	if cfg.ClusterCIDR, err = cidrFlag(c, "cluster-cidr"); err != nil {
+		return cfg, err
+	}
+	if cfg.ServiceCIDR, err = cidrFlag(c, "service-cidr"); err != nil {
+		return cfg, err
+	}
+	if c.String("cluster-dns") == "" {
+		cfg.ClusterDNS = nthIP(cfg.ServiceCIDR, 10)
+	} else if cfg.ClusterDNS, err = ipFlag(c, "cluster-dns"); err != nil {
+		return cfg, err
+	}
+	if !cfg.ServiceCIDR.Contains(cfg.ClusterDNS) {
+		return cfg, fmt.Errorf("--cluster-dns: %s is not inside --service-cidr %s", cfg.ClusterDNS, cfg.ServiceCIDR)
+	}
+	if c.String("advertise-address") == "" {
+		if cfg.AdvertiseAddress, err = defaultNodeIP(); err != nil {
+			return cfg, err
+		}
+	} else if cfg.AdvertiseAddress, err = ipFlag(c, "advertise-address"); err != nil {
+		return cfg, err
+	}
+	mode, err := strconv.ParseUint(c.String("write-kubeconfig-mode"), 8, 32)
+	if err != nil || mode > 0o777 {
+		return cfg, fmt.Errorf("--write-kubeconfig-mode: %q is not an octal file mode like 0600", c.String("write-kubeconfig-mode"))
+	}
+	cfg.KubeconfigMode = os.FileMode(mode)
+	if cfg.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return cfg, fmt.Errorf("--node-name not set and the hostname is unknown: %w", err)
+		}
+		cfg.NodeName = strings.ToLower(host)
+	}
+	return cfg, nil
+}
+
+func ipFlag(c *cli.Context, name string) (net.IP, error) {
+	ip := net.ParseIP(c.String(name))
+	if ip == nil {
+		return nil, fmt.Errorf("--%s: %q is not an IP address", name, c.String(name))
+	}
+	return ip, nil
+}
+
+func cidrFlag(c *cli.Context, name string) (*net.IPNet, error) {
+	_, n, err := net.ParseCIDR(c.String(name))
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %q is not a CIDR like 10.42.0.0/16", name, c.String(name))
+	}
+	return n, nil
+}
+
+// nthIP is the n-th address of a network.
+func nthIP(n *net.IPNet, i byte) net.IP {
+	ip := make(net.IP, len(n.IP))
+	copy(ip, n.IP)
+	ip[len(ip)-1] += i
+	return ip
+}
+
+// defaultNodeIP is the source address of the default route, else the first
+// global unicast address of an interface that is up.
+func defaultNodeIP() (net.IP, error) {
+	if conn, err := net.Dial("udp4", "192.0.2.1:9"); err == nil { // a UDP dial sends nothing
+		defer conn.Close()
+		return conn.LocalAddr().(*net.UDPAddr).IP, nil
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, iface := range ifaces {
+		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+				return n.IP, nil
+			}
+		}
+	}
+	return nil, errors.New("no default route and no non-loopback address: set --advertise-address (or --node-ip)")
+}

@@ -1,0 +1,147 @@
+// Package datastore runs kine in-process, giving the apiserver an etcd API on a
+// unix socket backed by SQLite (the default) or by any endpoint kine accepts.
+package datastore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k3s-io/kine/pkg/drivers/generic"
+	"github.com/k3s-io/kine/pkg/endpoint"
+)
+
+// Config is what the datastore needs.
+type Config struct {
+	// DBDir holds state.db when Endpoint is empty.
+	DBDir string
+	// Endpoint is a kine endpoint (sqlite://, postgres://, mysql://, https://etcd...).
+	// Empty means SQLite at DBDir/state.db.
+	Endpoint string
+	// Socket is where the etcd API is served for the apiserver.
+	Socket string
+}
+
+// Datastore is the kine component.
+type Datastore struct {
+	cfg    Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	exited chan error
+	etcd   endpoint.ETCDConfig
+}
+
+// New returns the datastore component.
+func New(cfg Config, log *slog.Logger) *Datastore {
+	return &Datastore{cfg: cfg, log: log, exited: make(chan error, 1)}
+}
+
+// Name implements supervisor.Component.
+func (d *Datastore) Name() string { return "datastore" }
+
+// SQLitePath is the SQLite file used when no endpoint is configured.
+func (d *Datastore) SQLitePath() string { return filepath.Join(d.cfg.DBDir, "state.db") }
+
+// Init creates the database directory.
+func (d *Datastore) Init(context.Context) error {
+	if d.cfg.Endpoint == "" {
+		if err := os.MkdirAll(d.cfg.DBDir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d.cfg.DBDir, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(d.cfg.Socket), 0o700); err != nil {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	_ = os.Remove(d.cfg.Socket) // a stale socket from an unclean stop
+	return nil
+}
+
+func (d *Datastore) endpoint() string {
+	if d.cfg.Endpoint != "" {
+		return d.cfg.Endpoint
+	}
+	return "sqlite://" + d.SQLitePath() + "?" + sqliteParams
+}
+
+// sqliteParams: WAL with synchronous=NORMAL batches fsyncs (kind to SD cards);
+// a busy timeout rides out compaction.
+const sqliteParams = "_journal_mode=WAL&_busy_timeout=30000&_synchronous=NORMAL&_txlock=immediate&_stmt_cache_size=20&cache=shared"
+
+// Start opens the backend and serves the etcd API on the socket.
+func (d *Datastore) Start(ctx context.Context) error {
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	etcd, err := endpoint.Listen(kctx, endpoint.Config{
+		Listener:             "unix://" + d.cfg.Socket,
+		Endpoint:             d.endpoint(),
+		WaitGroup:            &d.wg,
+		ConnectionPoolConfig: generic.ConnectionPoolConfig{MaxIdle: 2, MaxLifetime: 0, MaxIdleTime: 2 * time.Minute},
+		CompactInterval:      5 * time.Minute,
+		CompactTimeout:       5 * time.Second,
+		CompactMinRetain:     1000,
+		CompactBatchSize:     1000,
+		PollBatchSize:        500,
+		// Kine polls the database for changes made by other writers; with one
+		// server this only costs CPU and wakeups on a Pi.
+		PollInterval:        5 * time.Second,
+		NotifyInterval:      5 * time.Second,
+		EmulatedETCDVersion: "3.6.11",
+		LogFormat:           "plain",
+	})
+	if err != nil {
+		cancel()
+		return fmt.Errorf("start kine: %w", err)
+	}
+	d.etcd = etcd
+	return nil
+}
+
+// Endpoints are the etcd URLs for the apiserver.
+func (d *Datastore) Endpoints() []string { return d.etcd.Endpoints }
+
+// Ready waits until the socket accepts connections (or, for an external etcd,
+// returns at once: the apiserver waits for it).
+func (d *Datastore) Ready(ctx context.Context) error {
+	if len(d.etcd.Endpoints) == 0 || !strings.HasPrefix(d.etcd.Endpoints[0], "unix://") {
+		return nil
+	}
+	sock := strings.TrimPrefix(d.etcd.Endpoints[0], "unix://")
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kine socket %s: %w", sock, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Exited never fires on its own: kine reports failures through the apiserver.
+func (d *Datastore) Exited() <-chan error { return d.exited }
+
+// Stop closes the backend and waits for kine's goroutines.
+func (d *Datastore) Stop(ctx context.Context) error {
+	if d.cancel == nil {
+		return nil
+	}
+	d.cancel()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kine did not stop: %w", ctx.Err())
+	}
+}

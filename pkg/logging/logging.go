@@ -1,0 +1,69 @@
+// Package logging sets up bramble's one structured logger and routes the logs
+// of the embedded Kubernetes components (klog) and kine (logrus) through it.
+//
+// At the default level bramble is quiet: its own Info lines, and only warnings
+// and errors from the components. --debug shows everything.
+package logging
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/klog/v2"
+)
+
+// Setup configures process-wide logging once and returns bramble's logger.
+func Setup(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	base := slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})
+	log := slog.New(base)
+	slog.SetDefault(log)
+
+	// klog: component Info lines are Debug for us; errors stay errors.
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	verbosity := "0"
+	if debug {
+		verbosity = "2"
+	}
+	_ = fs.Set("v", verbosity)
+	_ = fs.Set("logtostderr", "true")
+	klog.SetSlogLogger(slog.New(&demote{Handler: base, debug: debug}).With("src", "k8s"))
+
+	logrus.SetOutput(w)
+	logrus.SetLevel(logrus.WarnLevel)
+	if debug {
+		logrus.SetLevel(logrus.DebugLevel)
+	}
+	return log
+}
+
+// demote turns Info records into Debug ones unless debug logging is on.
+type demote struct {
+	slog.Handler
+	debug bool
+}
+
+func (d *demote) Enabled(ctx context.Context, l slog.Level) bool {
+	if !d.debug && l < slog.LevelWarn {
+		return false
+	}
+	return d.Handler.Enabled(ctx, l)
+}
+
+func (d *demote) WithAttrs(a []slog.Attr) slog.Handler {
+	return &demote{Handler: d.Handler.WithAttrs(a), debug: d.debug}
+}
+
+func (d *demote) WithGroup(n string) slog.Handler {
+	return &demote{Handler: d.Handler.WithGroup(n), debug: d.debug}
+}
+
+// Discard is a logger that drops everything, for tests.
+func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

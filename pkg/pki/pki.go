@@ -1,0 +1,265 @@
+// Package pki creates and renews the cluster's certificate authorities, leaf
+// certificates and service-account key. Everything is generated on first start
+// and reused afterwards; leaf certificates are renewed at start when fewer than
+// RenewBefore remain or when their names changed.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"slices"
+	"time"
+)
+
+const (
+	// CALifetime is the validity of a new certificate authority.
+	CALifetime = 10 * 365 * 24 * time.Hour
+	// LeafLifetime is the validity of a new leaf certificate.
+	LeafLifetime = 365 * 24 * time.Hour
+	// RenewBefore is how close to expiry a leaf is renewed at start.
+	RenewBefore = 120 * 24 * time.Hour
+)
+
+// Authority is a certificate authority whose key is on disk.
+type Authority struct {
+	Cert     *x509.Certificate
+	CertPEM  []byte
+	CertPath string
+	key      crypto.Signer
+}
+
+// LoadOrCreateCA loads the CA at certPath/keyPath, or creates a new one.
+func LoadOrCreateCA(certPath, keyPath, commonName string, now time.Time) (*Authority, error) {
+	cert, certPEM, err := readCert(certPath)
+	if err == nil {
+		key, err := readKey(keyPath)
+		if err != nil {
+			return nil, fmt.Errorf("CA %s: %w", commonName, err)
+		}
+		return &Authority{Cert: cert, CertPEM: certPEM, CertPath: certPath, key: key}, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("CA %s: %w", commonName, err)
+	}
+	key, keyPEM, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("%s@%d", commonName, now.Unix())},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(CALifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("sign CA %s: %w", commonName, err)
+	}
+	cert, _ = x509.ParseCertificate(der)
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := WriteSecret(keyPath, keyPEM); err != nil {
+		return nil, err
+	}
+	if err := WriteSecret(certPath, certPEM); err != nil {
+		return nil, err
+	}
+	return &Authority{Cert: cert, CertPEM: certPEM, CertPath: certPath, key: key}, nil
+}
+
+// Leaf describes a leaf certificate.
+type Leaf struct {
+	CommonName   string
+	Organization []string
+	DNSNames     []string
+	IPs          []net.IP
+	Client       bool // usable as a TLS client certificate
+	Server       bool // usable as a TLS serving certificate
+}
+
+// EnsureLeaf makes sure certPath/keyPath hold a certificate for leaf signed by
+// ca, valid for more than RenewBefore. It reuses the existing key. It reports
+// whether a new certificate was written.
+func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Time) (bool, error) {
+	key, err := readKey(keyPath)
+	var keyPEM []byte
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		key, keyPEM, err = newKey()
+		if err != nil {
+			return false, err
+		}
+	case err != nil:
+		return false, fmt.Errorf("leaf %s: %w", leaf.CommonName, err)
+	}
+	if keyPEM == nil {
+		if cert, _, err := readCert(certPath); err == nil && ca.current(cert, key, leaf, now) {
+			return false, nil
+		}
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: leaf.Organization},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(LeafLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		DNSNames:     leaf.DNSNames,
+		IPAddresses:  leaf.IPs,
+	}
+	if leaf.Client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	if leaf.Server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
+	if err != nil {
+		return false, fmt.Errorf("sign %s: %w", leaf.CommonName, err)
+	}
+	if keyPEM != nil {
+		if err := WriteSecret(keyPath, keyPEM); err != nil {
+			return false, err
+		}
+	}
+	// The chain (leaf then CA) lets clients that only trust a bundle verify it.
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CertPEM...)
+	if err := WriteSecret(certPath, chain); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// current says whether cert is still good for leaf: signed by ca, matching key,
+// same names, and not about to expire.
+func (ca *Authority) current(cert *x509.Certificate, key crypto.Signer, leaf Leaf, now time.Time) bool {
+	if cert.CheckSignatureFrom(ca.Cert) != nil {
+		return false
+	}
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return false
+	}
+	if cert.NotAfter.Sub(now) < RenewBefore {
+		return false
+	}
+	if cert.Subject.CommonName != leaf.CommonName || !slices.Equal(cert.Subject.Organization, leaf.Organization) {
+		return false
+	}
+	if !sameSet(cert.DNSNames, leaf.DNSNames) {
+		return false
+	}
+	var have, want []string
+	for _, ip := range cert.IPAddresses {
+		have = append(have, ip.String())
+	}
+	for _, ip := range leaf.IPs {
+		want = append(want, ip.String())
+	}
+	return sameSet(have, want)
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// EnsureKey creates an ECDSA private key at path unless one is there, and
+// returns its PEM-encoded public key.
+func EnsureKey(path string) ([]byte, error) {
+	key, err := readKey(path)
+	if errors.Is(err, os.ErrNotExist) {
+		var keyPEM []byte
+		key, keyPEM, err = newKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := WriteSecret(path, keyPEM); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("marshal public key %s: %w", path, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+func newKey() (crypto.Signer, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("marshal key: %w", err)
+	}
+	return key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+}
+
+func readKey(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM data", path)
+	}
+	switch block.Type {
+	case "EC PRIVATE KEY":
+		k, err := x509.ParseECPrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return k, nil
+	default:
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%s: unsupported key type", path)
+		}
+		return s, nil
+	}
+}
+
+func readCert(path string) (*x509.Certificate, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, nil, fmt.Errorf("%s: no certificate", path)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cert, pem.EncodeToMemory(block), nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	if err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // the kernel's RNG does not fail
+	}
+	return n
+}

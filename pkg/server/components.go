@@ -1,0 +1,191 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	cliflag "k8s.io/component-base/cli/flag"
+	apiapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apioptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+
+	"github.com/bramble-pi/bramble/pkg/supervisor"
+)
+
+// inProcess is a Kubernetes component run in this process from its library
+// entry point with generated command-line arguments. setup parses the
+// arguments and returns the blocking run function; ready says when it serves.
+type inProcess struct {
+	name   string
+	setup  func(ctx context.Context, args []string) (func(context.Context) error, error)
+	args   []string
+	ready  func(ctx context.Context) error
+	runner supervisor.Runner
+	setUp  chan struct{}
+}
+
+func (c *inProcess) Name() string                   { return c.name }
+func (c *inProcess) Init(context.Context) error     { return nil }
+func (c *inProcess) Exited() <-chan error           { return c.runner.Exited() }
+func (c *inProcess) Stop(ctx context.Context) error { return c.runner.Stop(ctx) }
+
+func (c *inProcess) Start(ctx context.Context) error {
+	c.setUp = make(chan struct{})
+	c.runner.Go(context.WithoutCancel(ctx), func(ctx context.Context) error {
+		run, err := c.setup(ctx, c.args)
+		if err != nil {
+			return fmt.Errorf("set up: %w", err)
+		}
+		close(c.setUp)
+		return run(ctx)
+	})
+	return nil
+}
+
+func (c *inProcess) Ready(ctx context.Context) error {
+	select {
+	case <-c.setUp:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if c.ready == nil {
+		return nil
+	}
+	return c.ready(ctx)
+}
+
+// parseFlags parses args into a component's named flag sets.
+func parseFlags(name string, sets cliflag.NamedFlagSets, args []string) error {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, f := range sets.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s arguments: %w", name, err)
+	}
+	return nil
+}
+
+func newAPIServer(args []string, ready func(context.Context) error) *inProcess {
+	return &inProcess{name: "kube-apiserver", args: args, ready: ready, setup: func(ctx context.Context, args []string) (func(context.Context) error, error) {
+		s := apioptions.NewServerRunOptions()
+		if err := parseFlags("kube-apiserver", s.Flags(), args); err != nil {
+			return nil, err
+		}
+		if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+			return nil, err
+		}
+		rest.SetDefaultWarningHandler(rest.NoWarnings{})
+		completed, err := s.Complete(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if errs := completed.Validate(); len(errs) != 0 {
+			return nil, fmt.Errorf("invalid options: %v", errs)
+		}
+		return func(ctx context.Context) error { return apiapp.Run(ctx, completed) }, nil
+	}}
+}
+
+func newScheduler(args []string) *inProcess {
+	return &inProcess{name: "kube-scheduler", args: args, setup: func(ctx context.Context, args []string) (func(context.Context) error, error) {
+		opts := schedoptions.NewOptions()
+		if err := parseFlags("kube-scheduler", *opts.Flags, args); err != nil {
+			return nil, err
+		}
+		if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+			return nil, err
+		}
+		name, err := cache.NewInformerName("kube-scheduler")
+		if err != nil {
+			return nil, err
+		}
+		opts.InformerName = name
+		cc, sched, err := schedapp.Setup(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return schedapp.Run(ctx, cc, sched) }, nil
+	}}
+}
+
+func newControllerManager(args []string) *inProcess {
+	return &inProcess{name: "kube-controller-manager", args: args, setup: func(ctx context.Context, args []string) (func(context.Context) error, error) {
+		s, err := kcmoptions.NewKubeControllerManagerOptions()
+		if err != nil {
+			return nil, err
+		}
+		sets := s.Flags(kcmapp.KnownControllers(), kcmapp.ControllersDisabledByDefault(), kcmapp.ControllerAliases())
+		s.ParsedFlags = &sets
+		if err := parseFlags("kube-controller-manager", sets, args); err != nil {
+			return nil, err
+		}
+		if err := s.ComponentGlobalsRegistry.Set(); err != nil {
+			return nil, err
+		}
+		c, err := s.Config(ctx, kcmapp.KnownControllers(), kcmapp.ControllersDisabledByDefault(), kcmapp.ControllerAliases())
+		if err != nil {
+			return nil, err
+		}
+		completed := c.Complete()
+		return func(ctx context.Context) error { return kcmapp.Run(ctx, completed) }, nil
+	}}
+}
+
+// readyz polls the apiserver's /readyz as the admin until it answers ok.
+func readyz(url string, cr *Credentials) func(context.Context) error {
+	return func(ctx context.Context) error {
+		client, err := adminHTTPClient(cr)
+		if err != nil {
+			return err
+		}
+		var last error
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+			resp, err := client.Do(req)
+			if err == nil {
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+				err = fmt.Errorf("/readyz: %s: %s", resp.Status, body)
+			}
+			last = err
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("apiserver not ready: %w", last)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func adminHTTPClient(cr *Credentials) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	ca, err := os.ReadFile(cr.ServerCA)
+	if err != nil {
+		return nil, fmt.Errorf("read server CA: %w", err)
+	}
+	pool.AppendCertsFromPEM(ca)
+	cert, err := tls.LoadX509KeyPair(cr.AdminCert, cr.AdminKey)
+	if err != nil {
+		return nil, fmt.Errorf("load admin certificate: %w", err)
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}, nil
+}

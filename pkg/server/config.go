@@ -1,0 +1,73 @@
+// Package server runs bramble's control plane: the datastore, kube-apiserver,
+// kube-scheduler and kube-controller-manager, in one process, under one
+// supervisor.
+package server
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+)
+
+// Config is the control plane's configuration, built by the CLI.
+type Config struct {
+	DataDir           string
+	BindAddress       net.IP
+	HTTPSPort         int
+	AdvertiseAddress  net.IP
+	TLSSANs           []string
+	ClusterCIDR       *net.IPNet
+	ServiceCIDR       *net.IPNet
+	ClusterDNS        net.IP
+	ClusterDomain     string
+	NodeName          string
+	Token             string
+	DatastoreEndpoint string
+	KubeconfigPath    string
+	KubeconfigMode    os.FileMode
+}
+
+// Paths is the server's on-disk layout under <data-dir>/server.
+type Paths struct{ root string }
+
+// NewPaths returns the layout for a data dir.
+func NewPaths(dataDir string) Paths { return Paths{root: filepath.Join(dataDir, "server")} }
+
+// Root is <data-dir>/server.
+func (p Paths) Root() string { return p.root }
+
+// TLS is a file in the certificate directory.
+func (p Paths) TLS(name string) string { return filepath.Join(p.root, "tls", name) }
+
+// Cred is a file in the credentials (component kubeconfig) directory.
+func (p Paths) Cred(name string) string { return filepath.Join(p.root, "cred", name) }
+
+// Token is the server token file.
+func (p Paths) Token() string { return filepath.Join(p.root, "token") }
+
+// DBDir holds the SQLite database.
+func (p Paths) DBDir() string { return filepath.Join(p.root, "db") }
+
+// KineSocket is where kine serves the etcd API.
+func (p Paths) KineSocket() string { return filepath.Join(p.root, "kine.sock") }
+
+// ServiceIP is the first address of the service range: the kubernetes Service.
+func ServiceIP(cidr *net.IPNet) (net.IP, error) {
+	ip := cidr.IP.To4()
+	if ip == nil {
+		ip = cidr.IP.To16()
+	}
+	out := make(net.IP, len(ip))
+	copy(out, ip)
+	out[len(out)-1]++
+	if !cidr.Contains(out) {
+		return nil, fmt.Errorf("service CIDR %s has no room for the kubernetes service IP", cidr)
+	}
+	return out, nil
+}
+
+// APIServerURL is the loopback URL components use.
+func (c Config) APIServerURL() string {
+	return fmt.Sprintf("https://127.0.0.1:%d", c.HTTPSPort)
+}

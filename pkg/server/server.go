@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/bramble-pi/bramble/pkg/datastore"
+	"github.com/bramble-pi/bramble/pkg/pki"
+	"github.com/bramble-pi/bramble/pkg/supervisor"
+	"github.com/bramble-pi/bramble/pkg/token"
+)
+
+// ControlPlane is a prepared control plane: PKI, token and kubeconfigs are on
+// disk, and Components returns what the supervisor runs.
+type ControlPlane struct {
+	cfg   Config
+	log   *slog.Logger
+	paths Paths
+	creds *Credentials
+	token token.Token
+}
+
+// Prepare creates or reuses everything the control plane needs on disk.
+func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
+	p := NewPaths(cfg.DataDir)
+	begin := time.Now()
+	creds, err := EnsureCredentials(cfg, p, begin)
+	if err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	tok, err := token.EnsureServer(p.Token(), creds.CABundle, cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("server token: %w", err)
+	}
+	if err := pki.WriteFile(authnConfigPath(p), []byte(authnConfig), 0o600); err != nil {
+		return nil, err
+	}
+	// Without an allow-list manifest every component logs an error that "the
+	// manifest file is empty"; an empty one logs another. This one names no
+	// metric that exists, so it restricts nothing.
+	if err := pki.WriteFile(metricLabelsPath(p), []byte("bramble_unused_metric,unused_label: unused\n"), 0o600); err != nil {
+		return nil, err
+	}
+	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
+	return &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, token: tok}, nil
+}
+
+// Credentials are the control plane's certificates and kubeconfigs.
+func (cp *ControlPlane) Credentials() *Credentials { return cp.creds }
+
+// Token is the server's join token.
+func (cp *ControlPlane) Token() token.Token { return cp.token }
+
+// Components are the datastore, apiserver, scheduler and controller-manager,
+// in start order. The admin kubeconfig is written once the apiserver is ready.
+func (cp *ControlPlane) Components() []supervisor.Component {
+	ds := datastore.New(datastore.Config{DBDir: cp.paths.DBDir(), Endpoint: cp.cfg.DatastoreEndpoint, Socket: cp.paths.KineSocket()}, cp.log.With("component", "datastore"))
+	checkReady := readyz(cp.cfg.APIServerURL(), cp.creds)
+	api := newAPIServer(nil, func(ctx context.Context) error {
+		if err := checkReady(ctx); err != nil {
+			return err
+		}
+		return cp.creds.WriteAdminKubeconfig(cp.cfg)
+	})
+	// The apiserver's arguments need kine's endpoint, known once it started.
+	return []supervisor.Component{ds, &deferredArgs{inProcess: api, args: func() []string { return cp.apiServerArgs(ds.Endpoints()) }},
+		newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs())}
+}
+
+// deferredArgs computes a component's arguments when it starts.
+type deferredArgs struct {
+	*inProcess
+	args func() []string
+}
+
+func (d *deferredArgs) Start(ctx context.Context) error {
+	d.inProcess.args = d.args()
+	return d.inProcess.Start(ctx)
+}
+
+const authnConfig = `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+# Anonymous requests are refused except for the health checks.
+anonymous:
+  enabled: true
+  conditions:
+  - path: /livez
+  - path: /readyz
+  - path: /healthz
+`
+
+func authnConfigPath(p Paths) string {
+	return filepath.Join(p.Root(), "etc", "authentication-config.yaml")
+}
+
+func metricLabelsPath(p Paths) string { return filepath.Join(p.Root(), "etc", "metric-labels.yaml") }
+
+func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
+	c, cr := cp.cfg, cp.creds
+	args := []string{
+		"--advertise-address=" + c.AdvertiseAddress.String(),
+		"--bind-address=" + c.BindAddress.String(),
+		"--secure-port=" + strconv.Itoa(c.HTTPSPort),
+		"--allow-privileged=true",
+		"--authorization-mode=Node,RBAC",
+		"--authentication-config=" + authnConfigPath(cp.paths),
+		"--enable-admission-plugins=NodeRestriction",
+		"--client-ca-file=" + cr.ClientCA,
+		"--tls-cert-file=" + cr.ServingCert,
+		"--tls-private-key-file=" + cr.ServingKey,
+		"--tls-min-version=VersionTLS12",
+		"--kubelet-certificate-authority=" + cr.ServerCA,
+		"--kubelet-client-certificate=" + cr.KubeletClientCert,
+		"--kubelet-client-key=" + cr.KubeletClientKey,
+		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+		"--proxy-client-cert-file=" + cr.ProxyClientCert,
+		"--proxy-client-key-file=" + cr.ProxyClientKey,
+		"--requestheader-client-ca-file=" + cr.RequestHeaderCA,
+		"--requestheader-allowed-names=system:auth-proxy",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--service-account-issuer=https://kubernetes.default.svc." + c.ClusterDomain,
+		"--service-account-key-file=" + cr.ServiceAccountKey,
+		"--service-account-signing-key-file=" + cr.ServiceAccountKey,
+		"--service-cluster-ip-range=" + c.ServiceCIDR.String(),
+		"--service-node-port-range=30000-32767",
+		"--storage-backend=etcd3",
+		"--profiling=false",
+		"--enable-priority-and-fairness=false",
+		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
+	}
+	for _, e := range etcd {
+		args = append(args, "--etcd-servers="+e)
+	}
+	return args
+}
+
+func (cp *ControlPlane) schedulerArgs() []string {
+	return []string{
+		"--kubeconfig=" + cp.creds.SchedulerKubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--profiling=false",
+		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
+	}
+}
+
+func (cp *ControlPlane) controllerManagerArgs() []string {
+	c, cr := cp.cfg, cp.creds
+	return []string{
+		"--kubeconfig=" + cr.ControllerKubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--profiling=false",
+		"--allocate-node-cidrs=true",
+		"--cluster-cidr=" + c.ClusterCIDR.String(),
+		"--service-cluster-ip-range=" + c.ServiceCIDR.String(),
+		"--root-ca-file=" + cr.ServerCA,
+		"--service-account-private-key-file=" + cr.ServiceAccountKey,
+		"--use-service-account-credentials=true",
+		"--configure-cloud-routes=false",
+		"--cluster-signing-kube-apiserver-client-cert-file=" + cr.ClientCA,
+		"--cluster-signing-kube-apiserver-client-key-file=" + keyOf(cr.ClientCA),
+		"--cluster-signing-kubelet-client-cert-file=" + cr.ClientCA,
+		"--cluster-signing-kubelet-client-key-file=" + keyOf(cr.ClientCA),
+		"--cluster-signing-kubelet-serving-cert-file=" + cr.ServerCA,
+		"--cluster-signing-kubelet-serving-key-file=" + keyOf(cr.ServerCA),
+		"--cluster-signing-legacy-unknown-cert-file=" + cr.ServerCA,
+		"--cluster-signing-legacy-unknown-key-file=" + keyOf(cr.ServerCA),
+		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
+	}
+}
+
+func keyOf(certPath string) string { return certPath[:len(certPath)-len(".crt")] + ".key" }

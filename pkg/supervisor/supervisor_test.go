@@ -1,0 +1,101 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bramble-pi/bramble/pkg/logging"
+)
+
+type fake struct {
+	name   string
+	events *[]string
+	mu     *sync.Mutex
+	runner Runner
+	die    chan error
+}
+
+func (f *fake) record(e string) {
+	f.mu.Lock()
+	*f.events = append(*f.events, f.name+":"+e)
+	f.mu.Unlock()
+}
+func (f *fake) Name() string { return f.name }
+func (f *fake) Init(context.Context) error {
+	f.record("init")
+	return nil
+}
+func (f *fake) Start(ctx context.Context) error {
+	f.record("start")
+	f.runner.Go(ctx, func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-f.die:
+			return err
+		}
+	})
+	return nil
+}
+func (f *fake) Ready(context.Context) error { f.record("ready"); return nil }
+func (f *fake) Stop(ctx context.Context) error {
+	f.record("stop")
+	return f.runner.Stop(ctx)
+}
+func (f *fake) Exited() <-chan error { return f.runner.Exited() }
+
+func setup() ([]*fake, []Component, *[]string) {
+	var events []string
+	mu := &sync.Mutex{}
+	var fakes []*fake
+	var comps []Component
+	for _, n := range []string{"a", "b", "c"} {
+		f := &fake{name: n, events: &events, mu: mu, die: make(chan error, 1)}
+		fakes = append(fakes, f)
+		comps = append(comps, f)
+	}
+	return fakes, comps, &events
+}
+
+func TestOrderAndCleanStop(t *testing.T) {
+	_, comps, events := setup()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	s := New(logging.Discard(), comps, OnReady(func() { close(ready) }))
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	<-ready
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("clean stop returned %v", err)
+	}
+	want := "a:init a:start a:ready b:init b:start b:ready c:init c:start c:ready c:stop b:stop a:stop"
+	if got := strings.Join(*events, " "); got != want {
+		t.Fatalf("events\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestDeathStopsEverything(t *testing.T) {
+	fakes, comps, events := setup()
+	ready := make(chan struct{})
+	s := New(logging.Discard(), comps, OnReady(func() { close(ready) }))
+	done := make(chan error)
+	go func() { done <- s.Run(context.Background()) }()
+	<-ready
+	fakes[1].die <- errors.New("boom")
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "component b died: boom") {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("supervisor did not notice a dead component")
+	}
+	if got := strings.Join((*events)[9:], " "); got != "c:stop b:stop a:stop" {
+		t.Fatalf("stop order %s", got)
+	}
+}

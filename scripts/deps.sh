@@ -1,0 +1,13 @@
+#!/bin/sh
+# Installs the Debian packages the build and the tests need, only when missing.
+set -eu
+need=""
+for pkg in gcc libc6-dev iproute2 iptables; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+	echo "installing:$need"
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need
+fi

@@ -1,0 +1,275 @@
+// Package testutil starts real bramble processes for the integration tests and
+// stops them, by PID, when a test ends.
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RepoRoot is the directory holding go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// Binary is bin/bramble, built by `make`.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(RepoRoot(t), "bin", "bramble")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s missing: run `make` (make test builds it): %v", bin, err)
+	}
+	return bin
+}
+
+// RequireRoot fails the test when not run as root: these tests are part of
+// `make test`, which runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this integration test needs root")
+	}
+}
+
+// FreePort returns a TCP port free on loopback right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a goroutine-safe log buffer.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Server is a running `bramble server`.
+type Server struct {
+	t          testing.TB
+	DataDir    string
+	Kubeconfig string
+	Port       int
+	Args       []string
+	Env        []string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	Log        *syncBuffer
+}
+
+// NewServer prepares a server in a fresh data dir on a free port. Extra args
+// are appended to the generated ones.
+func NewServer(t testing.TB, args ...string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	s := &Server{t: t, DataDir: filepath.Join(dir, "data"), Kubeconfig: filepath.Join(dir, "kubeconfig.yaml"), Port: FreePort(t)}
+	s.Args = append([]string{"server",
+		"--data-dir", s.DataDir,
+		"--https-listen-port", strconv.Itoa(s.Port),
+		"--write-kubeconfig", s.Kubeconfig,
+		"--bind-address", "127.0.0.1",
+		"--config", filepath.Join(dir, "no-config.yaml"),
+	}, args...)
+	// Without an explicit --config the server would read /etc/bramble/config.yaml.
+	if err := os.WriteFile(filepath.Join(dir, "no-config.yaml"), []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Start starts the server process.
+func (s *Server) Start() {
+	s.t.Helper()
+	s.Log = &syncBuffer{}
+	s.cmd = exec.Command(Binary(s.t), s.Args...)
+	s.cmd.Env = append(os.Environ(), s.Env...)
+	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.done = make(chan struct{})
+	cmd, done := s.cmd, s.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.t.Cleanup(func() {
+		if s.Running() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if s.t.Failed() {
+			s.t.Logf("server log (last 6000 bytes):\n%s", tail(s.Log.String(), 6000))
+		}
+	})
+}
+
+// PID is the server's process ID.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Running says whether the process has not exited.
+func (s *Server) Running() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Wait waits for the process to exit on its own.
+func (s *Server) Wait(timeout time.Duration) (exited bool) {
+	select {
+	case <-s.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// ExitCode is the process's exit status once it exited.
+func (s *Server) ExitCode() int { return s.cmd.ProcessState.ExitCode() }
+
+// Stop sends SIGTERM and returns how long the process took to exit; after
+// timeout it is killed and the test fails.
+func (s *Server) Stop(timeout time.Duration) time.Duration {
+	s.t.Helper()
+	begin := time.Now()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	if !s.Wait(timeout) {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+		s.t.Fatalf("server did not stop within %s of SIGTERM", timeout)
+	}
+	return time.Since(begin)
+}
+
+// URL is the apiserver's base URL.
+func (s *Server) URL() string { return fmt.Sprintf("https://127.0.0.1:%d", s.Port) }
+
+// CAFile is the server CA the apiserver's certificate chains to.
+func (s *Server) CAFile() string { return filepath.Join(s.DataDir, "server", "tls", "server-ca.crt") }
+
+// HTTPClient trusts the server CA and presents certs (if any).
+func (s *Server) HTTPClient(certs ...tls.Certificate) *http.Client {
+	s.t.Helper()
+	ca, err := os.ReadFile(s.CAFile())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs},
+	}}
+}
+
+// WaitReady waits until /readyz answers ok (anonymously) and the kubeconfig
+// exists.
+func (s *Server) WaitReady(timeout time.Duration) time.Duration {
+	s.t.Helper()
+	begin := time.Now()
+	deadline := begin.Add(timeout)
+	for time.Now().Before(deadline) {
+		if !s.Running() {
+			s.t.Fatalf("server exited early (status %d)", s.ExitCode())
+		}
+		if _, err := os.Stat(s.CAFile()); err == nil {
+			resp, err := s.HTTPClient().Get(s.URL() + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if _, kerr := os.Stat(s.Kubeconfig); resp.StatusCode == 200 && kerr == nil {
+					return time.Since(begin)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("server not ready within %s", timeout)
+	return 0
+}
+
+// Kubectl runs `bramble kubectl` with the server's kubeconfig.
+func (s *Server) Kubectl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(s.t), append([]string{"kubectl", "--kubeconfig", s.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// MustKubectl is Kubectl that fails the test on error.
+func (s *Server) MustKubectl(args ...string) string {
+	s.t.Helper()
+	out, err := s.Kubectl(args...)
+	if err != nil {
+		s.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// ProcessesUsing lists PIDs whose command line mentions s (e.g. a data dir).
+func ProcessesUsing(s string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmdline, []byte(s)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
