@@ -28,6 +28,14 @@ EMBEDDED   :=
 -include mk/helpers.mk
 -include mk/images.mk
 
+# The pause image, embedded in bramble (pkg/pause).
+PAUSE_ARCHIVE := pkg/pause/assets/pause-$(ARCH).tar
+EMBEDDED += $(PAUSE_ARCHIVE)
+$(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env
+	$(IMAGES_ENV_VARS) $(IMAGES_SCRIPTS)/build.sh $(ARCH) pause
+	@mkdir -p $(dir $@)
+	cp dist/images/$(ARCH)/pause.tar $@
+
 .PHONY: all build test unit-test integration-test bench deps clean
 all: build
 build: bin/bramble
@@ -36,10 +44,13 @@ bin/bramble: $(GO_SOURCES) $(EMBEDDED)
 	@mkdir -p bin
 	go build -ldflags "$(LDFLAGS)" -o $@.tmp ./cmd/bramble
 	@mv $@.tmp $@
-	@for l in kubectl; do ln -sf bramble bin/$$l; done
+	@for l in kubectl crictl ctr; do ln -sf bramble bin/$$l; done
 
 deps:
 	@scripts/deps.sh
+
+# Images the tests run: the bundled ones, the air-gap archive, and busybox.
+TEST_PREREQS := images test-images airgap
 
 test: deps build $(TEST_PREREQS)
 	go test -count=1 ./pkg/...

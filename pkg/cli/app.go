@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/kubectl"
 	"github.com/bramble-pi/bramble/pkg/version"
 )
@@ -21,6 +22,12 @@ func Main(argv []string) int {
 	switch filepath.Base(argv[0]) {
 	case "kubectl":
 		return kubectl.Main(argv[1:])
+	case "ctr":
+		return containerd.CtrMain(argv)
+	}
+	// containerd is bramble re-executed; its flags are containerd's own.
+	if len(argv) > 1 && argv[1] == "containerd" {
+		return containerd.Main(argv[1:])
 	}
 	app := newApp(os.Stdout, os.Stderr)
 	if err := app.Run(argv); err != nil {
@@ -55,6 +62,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				SkipFlagParsing: true,
 				Action: func(c *cli.Context) error {
 					if code := kubectl.Main(c.Args().Slice()); code != 0 {
+						return cli.Exit("", code)
+					}
+					return nil
+				},
+			},
+			{
+				Name:            "ctr",
+				Usage:           "run ctr against this node's containerd",
+				SkipFlagParsing: true,
+				Action: func(c *cli.Context) error {
+					if code := containerd.CtrMain(append([]string{"ctr"}, c.Args().Slice()...)); code != 0 {
 						return cli.Exit("", code)
 					}
 					return nil

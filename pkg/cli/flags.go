@@ -35,7 +35,7 @@ func commonFlags() []cli.Flag {
 }
 
 func serverFlags() []cli.Flag {
-	return append(commonFlags(),
+	return append(append(commonFlags(),
 		str("bind-address", "0.0.0.0", "address the apiserver listens on"),
 		&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "apiserver and supervisor HTTPS port", EnvVars: env("https-listen-port")},
 		str("advertise-address", "", "address the apiserver advertises to the cluster (default: the node IP)"),
@@ -48,5 +48,5 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: "/etc/bramble/bramble.yaml", Usage: "where to write the admin kubeconfig", EnvVars: env("write-kubeconfig", "BRAMBLE_KUBECONFIG_OUTPUT")},
 		&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Usage: "file mode of the admin kubeconfig", EnvVars: env("write-kubeconfig-mode", "BRAMBLE_KUBECONFIG_MODE")},
 		boolean("disable-agent", "run the control plane only, no node"),
-	)
+	), nodeFlags()...)
 }

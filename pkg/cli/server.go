@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/server"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
@@ -34,8 +35,13 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !c.Bool("disable-agent") {
-		return errors.New("the node half of `bramble server` is not built yet: run with --disable-agent")
+	runNode := !c.Bool("disable-agent")
+	var facts hostcheck.Facts
+	if runNode {
+		// Before anything else: this may re-execute bramble in a mount namespace.
+		if facts, err = checkHost(); err != nil {
+			return err
+		}
 	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -46,8 +52,16 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	sup := supervisor.New(log, cp.Components(), supervisor.OnReady(func() {
-		log.Info("control plane ready", "took", time.Since(start).Round(time.Millisecond), "kubeconfig", cfg.KubeconfigPath)
+	components := cp.Components()
+	if runNode {
+		node, err := nodeComponents(c, log, facts, cfg, cp)
+		if err != nil {
+			return err
+		}
+		components = append(components, node...)
+	}
+	sup := supervisor.New(log, components, supervisor.OnReady(func() {
+		log.Info("bramble server ready", "took", time.Since(start).Round(time.Millisecond), "node", runNode, "kubeconfig", cfg.KubeconfigPath)
 	}))
 	log.Info("starting bramble server", "data-dir", cfg.DataDir, "port", cfg.HTTPSPort)
 	if err := sup.Run(ctx); err != nil {

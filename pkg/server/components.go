@@ -24,48 +24,6 @@ import (
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
-// inProcess is a Kubernetes component run in this process from its library
-// entry point with generated command-line arguments. setup parses the
-// arguments and returns the blocking run function; ready says when it serves.
-type inProcess struct {
-	name   string
-	setup  func(ctx context.Context, args []string) (func(context.Context) error, error)
-	args   []string
-	ready  func(ctx context.Context) error
-	runner supervisor.Runner
-	setUp  chan struct{}
-}
-
-func (c *inProcess) Name() string                   { return c.name }
-func (c *inProcess) Init(context.Context) error     { return nil }
-func (c *inProcess) Exited() <-chan error           { return c.runner.Exited() }
-func (c *inProcess) Stop(ctx context.Context) error { return c.runner.Stop(ctx) }
-
-func (c *inProcess) Start(ctx context.Context) error {
-	c.setUp = make(chan struct{})
-	c.runner.Go(context.WithoutCancel(ctx), func(ctx context.Context) error {
-		run, err := c.setup(ctx, c.args)
-		if err != nil {
-			return fmt.Errorf("set up: %w", err)
-		}
-		close(c.setUp)
-		return run(ctx)
-	})
-	return nil
-}
-
-func (c *inProcess) Ready(ctx context.Context) error {
-	select {
-	case <-c.setUp:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if c.ready == nil {
-		return nil
-	}
-	return c.ready(ctx)
-}
-
 // parseFlags parses args into a component's named flag sets.
 func parseFlags(name string, sets cliflag.NamedFlagSets, args []string) error {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
@@ -79,10 +37,13 @@ func parseFlags(name string, sets cliflag.NamedFlagSets, args []string) error {
 	return nil
 }
 
-func newAPIServer(args []string, ready func(context.Context) error) *inProcess {
-	return &inProcess{name: "kube-apiserver", args: args, ready: ready, setup: func(ctx context.Context, args []string) (func(context.Context) error, error) {
+func newAPIServer(args func() []string, ready func(context.Context) error) *supervisor.InProcess {
+	// The apiserver's graceful shutdown waits up to --request-timeout for open
+	// watches, and in-process clients (the kubelet) never close theirs; every
+	// write is already committed to the datastore, so wait a bounded time.
+	return &supervisor.InProcess{ComponentName: "kube-apiserver", Check: ready, StopWait: 3 * time.Second, Setup: func(ctx context.Context) (func(context.Context) error, error) {
 		s := apioptions.NewServerRunOptions()
-		if err := parseFlags("kube-apiserver", s.Flags(), args); err != nil {
+		if err := parseFlags("kube-apiserver", s.Flags(), args()); err != nil {
 			return nil, err
 		}
 		if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
@@ -100,8 +61,8 @@ func newAPIServer(args []string, ready func(context.Context) error) *inProcess {
 	}}
 }
 
-func newScheduler(args []string) *inProcess {
-	return &inProcess{name: "kube-scheduler", args: args, setup: func(ctx context.Context, args []string) (func(context.Context) error, error) {
+func newScheduler(args []string) *supervisor.InProcess {
+	return &supervisor.InProcess{ComponentName: "kube-scheduler", Setup: func(ctx context.Context) (func(context.Context) error, error) {
 		opts := schedoptions.NewOptions()
 		if err := parseFlags("kube-scheduler", *opts.Flags, args); err != nil {
 			return nil, err
@@ -122,8 +83,8 @@ func newScheduler(args []string) *inProcess {
 	}}
 }
 
-func newControllerManager(args []string) *inProcess {
-	return &inProcess{name: "kube-controller-manager", args: args, setup: func(ctx context.Context, args []string) (func(context.Context) error, error) {
+func newControllerManager(args []string) *supervisor.InProcess {
+	return &supervisor.InProcess{ComponentName: "kube-controller-manager", Setup: func(ctx context.Context) (func(context.Context) error, error) {
 		s, err := kcmoptions.NewKubeControllerManagerOptions()
 		if err != nil {
 			return nil, err

@@ -60,26 +60,17 @@ func (cp *ControlPlane) Token() token.Token { return cp.token }
 func (cp *ControlPlane) Components() []supervisor.Component {
 	ds := datastore.New(datastore.Config{DBDir: cp.paths.DBDir(), Endpoint: cp.cfg.DatastoreEndpoint, Socket: cp.paths.KineSocket()}, cp.log.With("component", "datastore"))
 	checkReady := readyz(cp.cfg.APIServerURL(), cp.creds)
-	api := newAPIServer(nil, func(ctx context.Context) error {
+	// The apiserver's arguments need kine's endpoint, known once kine started.
+	api := newAPIServer(func() []string { return cp.apiServerArgs(ds.Endpoints()) }, func(ctx context.Context) error {
 		if err := checkReady(ctx); err != nil {
+			return err
+		}
+		if err := bootstrapRBAC(ctx, cp.creds.AdminKubeconfig); err != nil {
 			return err
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	})
-	// The apiserver's arguments need kine's endpoint, known once it started.
-	return []supervisor.Component{ds, &deferredArgs{inProcess: api, args: func() []string { return cp.apiServerArgs(ds.Endpoints()) }},
-		newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs())}
-}
-
-// deferredArgs computes a component's arguments when it starts.
-type deferredArgs struct {
-	*inProcess
-	args func() []string
-}
-
-func (d *deferredArgs) Start(ctx context.Context) error {
-	d.inProcess.args = d.args()
-	return d.inProcess.Start(ctx)
+	return []supervisor.Component{ds, api, newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs())}
 }
 
 const authnConfig = `apiVersion: apiserver.config.k8s.io/v1

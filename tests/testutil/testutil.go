@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,3 +274,6 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// Arch is the Go architecture the images were built for.
+func Arch() string { return runtime.GOARCH }

@@ -1,0 +1,107 @@
+// Package agent runs a node: containerd (child process), kubelet and
+// kube-proxy (in-process) and flannel (in-process), in that order.
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/bramble-pi/bramble/pkg/containerd"
+	"github.com/bramble-pi/bramble/pkg/flannel"
+	"github.com/bramble-pi/bramble/pkg/supervisor"
+)
+
+// Credentials are the node's certificates and kubeconfigs, prepared by the
+// server (for its own node) or fetched when joining.
+type Credentials struct {
+	ClientCA            string
+	ServingCert         string
+	ServingKey          string
+	KubeletKubeconfig   string
+	KubeProxyKubeconfig string
+	FlannelKubeconfig   string
+}
+
+// Config is a node's configuration.
+type Config struct {
+	NodeName            string
+	NodeIP              net.IP
+	DataDir             string // <data-dir>
+	RunDir              string // /run/bramble
+	BinDir              string // unpacked helper binaries
+	ClusterCIDR         *net.IPNet
+	ServiceCIDR         *net.IPNet
+	ClusterDNS          net.IP
+	ClusterDomain       string
+	NodeLabels          []string
+	NodeTaints          []string
+	CgroupDriver        string // cgroupfs or systemd
+	CgroupRoot          string // "/" unless several nodes share a host
+	RestrictOOMScoreAdj bool
+	SandboxImage        string
+	KubeletRootDir      string
+	ResolvConf          string
+	ProxyMode           string // iptables or nftables
+	FlannelBackend      string
+	Debug               bool
+	Creds               Credentials
+}
+
+func (c Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }
+
+// Agent is a prepared node.
+type Agent struct {
+	cfg        Config
+	log        *slog.Logger
+	containerd containerd.Config
+}
+
+// New prepares a node.
+func New(cfg Config, log *slog.Logger) *Agent {
+	ctrd := containerd.Config{
+		Root:                filepath.Join(cfg.agentDir(), "containerd"),
+		State:               filepath.Join(cfg.RunDir, "containerd"),
+		ConfigDir:           filepath.Join(cfg.agentDir(), "etc", "containerd"),
+		BinDir:              cfg.BinDir,
+		CNIConfDir:          filepath.Join(cfg.agentDir(), "etc", "cni", "net.d"),
+		SandboxImage:        cfg.SandboxImage,
+		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
+		SystemdCgroup:       cfg.CgroupDriver == "systemd",
+		Debug:               cfg.Debug,
+	}
+	return &Agent{cfg: cfg, log: log, containerd: ctrd}
+}
+
+// ContainerdSocket is where the node's containerd listens.
+func (a *Agent) ContainerdSocket() string { return a.containerd.Socket() }
+
+// Components are the node's parts in start order. extra components (such as
+// the image importer) run right after containerd.
+func (a *Agent) Components(afterContainerd ...supervisor.Component) []supervisor.Component {
+	ctrd := containerd.New(a.containerd, a.log.With("component", "containerd"))
+	// The kubelet and kube-proxy do not return when cancelled; their
+	// goroutines end with the process. The pods keep running either way.
+	kubelet := &supervisor.InProcess{ComponentName: "kubelet", Setup: a.setupKubelet, StopWait: time.Second}
+	fl := flannel.New(flannel.Config{
+		NodeName:    a.cfg.NodeName,
+		NodeIP:      a.cfg.NodeIP,
+		Kubeconfig:  a.cfg.Creds.FlannelKubeconfig,
+		ClusterCIDR: a.cfg.ClusterCIDR,
+		Backend:     a.cfg.FlannelBackend,
+		ConfDir:     filepath.Join(a.cfg.agentDir(), "etc", "flannel"),
+		RunDir:      filepath.Join(a.cfg.RunDir, "flannel"),
+		CNIConfDir:  a.containerd.CNIConfDir,
+	}, a.log.With("component", "flannel"))
+	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
+	out := []supervisor.Component{ctrd}
+	out = append(out, afterContainerd...)
+	return append(out, kubelet, fl, proxy)
+}
+
+// String describes the node for logs.
+func (a *Agent) String() string {
+	return fmt.Sprintf("node %s (%s)", a.cfg.NodeName, a.cfg.NodeIP)
+}

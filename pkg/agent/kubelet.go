@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
+	kubeletoptions "k8s.io/kubernetes/cmd/kubelet/app/options"
+	kubeletconfigvalidation "k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
+	"k8s.io/kubernetes/pkg/kubelet/kubeletconfig/configfiles"
+	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
+	"sigs.k8s.io/yaml"
+
+	"github.com/bramble-pi/bramble/pkg/pki"
+)
+
+// kubeletConfig is the KubeletConfiguration bramble generates.
+func (a *Agent) kubeletConfig() map[string]any {
+	c := a.cfg
+	conf := map[string]any{
+		"apiVersion":         "kubelet.config.k8s.io/v1beta1",
+		"kind":               "KubeletConfiguration",
+		"address":            "0.0.0.0",
+		"port":               10250,
+		"readOnlyPort":       0,
+		"healthzBindAddress": "127.0.0.1",
+		"healthzPort":        10248,
+		"authentication": map[string]any{
+			"anonymous": map[string]any{"enabled": false},
+			"webhook":   map[string]any{"enabled": true, "cacheTTL": "2m"},
+			"x509":      map[string]any{"clientCAFile": c.Creds.ClientCA},
+		},
+		"authorization":               map[string]any{"mode": "Webhook"},
+		"tlsCertFile":                 c.Creds.ServingCert,
+		"tlsPrivateKeyFile":           c.Creds.ServingKey,
+		"tlsMinVersion":               "VersionTLS12",
+		"clusterDNS":                  []string{c.ClusterDNS.String()},
+		"clusterDomain":               c.ClusterDomain,
+		"containerRuntimeEndpoint":    "unix://" + a.containerd.Socket(),
+		"imageServiceEndpoint":        "unix://" + a.containerd.Socket(),
+		"cgroupDriver":                c.CgroupDriver,
+		"cgroupRoot":                  c.CgroupRoot,
+		"failCgroupV1":                false,
+		"failSwapOn":                  false,
+		"resolvConf":                  c.ResolvConf,
+		"staticPodPath":               filepath.Join(c.agentDir(), "pod-manifests"),
+		"serializeImagePulls":         false,
+		"protectKernelDefaults":       false,
+		"evictionHard":                map[string]string{"imagefs.available": "5%", "nodefs.available": "5%", "memory.available": "50Mi"},
+		"evictionMinimumReclaim":      map[string]string{"imagefs.available": "10%", "nodefs.available": "10%"},
+		"imageGCHighThresholdPercent": 90,
+		"imageGCLowThresholdPercent":  80,
+		"nodeStatusReportFrequency":   "1m",
+		"registerWithTaints":          taints(c.NodeTaints),
+		"logging":                     map[string]any{"format": "text"},
+	}
+	if c.RestrictOOMScoreAdj {
+		// Without CAP_SYS_RESOURCE a negative oom_score_adj cannot be set.
+		conf["oomScoreAdj"] = 0
+	}
+	return conf
+}
+
+func taints(specs []string) []map[string]string {
+	out := []map[string]string{}
+	for _, s := range specs {
+		kv, effect, _ := strings.Cut(s, ":")
+		key, value, _ := strings.Cut(kv, "=")
+		out = append(out, map[string]string{"key": key, "value": value, "effect": effect})
+	}
+	return out
+}
+
+func (a *Agent) kubeletArgs(configFile string) []string {
+	c := a.cfg
+	args := []string{
+		"--config=" + configFile,
+		"--kubeconfig=" + c.Creds.KubeletKubeconfig,
+		"--hostname-override=" + c.NodeName,
+		"--node-ip=" + c.NodeIP.String(),
+		"--root-dir=" + c.KubeletRootDir,
+		"--cert-dir=" + filepath.Join(c.agentDir(), "kubelet-pki"),
+	}
+	if len(c.NodeLabels) > 0 {
+		args = append(args, "--node-labels="+strings.Join(c.NodeLabels, ","))
+	}
+	return args
+}
+
+// setupKubelet loads the generated configuration the way the kubelet command
+// does, and returns its blocking run function.
+func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, error) {
+	configFile := filepath.Join(a.cfg.agentDir(), "etc", "kubelet.yaml")
+	data, err := yaml.Marshal(a.kubeletConfig())
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.WriteFile(configFile, data, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(a.cfg.agentDir(), "pod-manifests"), 0o700); err != nil {
+		return nil, err
+	}
+	flags := kubeletoptions.NewKubeletFlags()
+	fs := pflag.NewFlagSet("kubelet", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	flags.AddFlags(fs)
+	if err := fs.Parse(a.kubeletArgs(configFile)); err != nil {
+		return nil, fmt.Errorf("kubelet arguments: %w", err)
+	}
+	if err := kubeletoptions.ValidateKubeletFlags(flags); err != nil {
+		return nil, fmt.Errorf("kubelet flags: %w", err)
+	}
+	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, configFile)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := loader.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet config %s: %w", configFile, err)
+	}
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(kc.FeatureGates); err != nil {
+		return nil, fmt.Errorf("kubelet feature gates: %w", err)
+	}
+	if err := kubeletconfigvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
+		return nil, fmt.Errorf("kubelet config: %w", err)
+	}
+	srv := &kubeletoptions.KubeletServer{KubeletFlags: *flags, KubeletConfiguration: *kc}
+	deps, err := kubeletapp.UnsecuredDependencies(ctx, srv, utilfeature.DefaultFeatureGate)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet dependencies: %w", err)
+	}
+	return func(ctx context.Context) error {
+		return kubeletapp.Run(ctx, srv, deps, utilfeature.DefaultFeatureGate)
+	}, nil
+}

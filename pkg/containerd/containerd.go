@@ -1,0 +1,156 @@
+// Package containerd runs containerd v2 as a child process of bramble (the
+// same binary, re-executed as `bramble containerd`), with a generated
+// configuration, and reports when its CRI service answers.
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"golang.org/x/sys/unix"
+)
+
+// Containerd is the containerd component.
+type Containerd struct {
+	cfg    Config
+	log    *slog.Logger
+	cmd    *exec.Cmd
+	exited chan error
+	done   chan struct{}
+}
+
+// New returns the containerd component.
+func New(cfg Config, log *slog.Logger) *Containerd {
+	return &Containerd{cfg: cfg, log: log, exited: make(chan error, 1), done: make(chan struct{})}
+}
+
+// Name implements supervisor.Component.
+func (c *Containerd) Name() string { return "containerd" }
+
+// Init creates directories, picks the snapshotter and writes the config.
+func (c *Containerd) Init(context.Context) error {
+	for _, d := range []string{c.cfg.Root, c.cfg.State, c.cfg.ConfigDir, c.cfg.CNIConfDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if c.cfg.Snapshotter == "" {
+		c.cfg.Snapshotter = "overlayfs"
+		if err := overlayWorks(c.cfg.Root); err != nil {
+			c.log.Warn("overlayfs does not work here, using the native snapshotter (slower, more disk)", "err", err)
+			c.cfg.Snapshotter = "native"
+		}
+	}
+	return WriteConfig(c.cfg)
+}
+
+// Snapshotter is the snapshotter in use (known after Init).
+func (c *Containerd) Snapshotter() string { return c.cfg.Snapshotter }
+
+// Start launches `bramble containerd`.
+func (c *Containerd) Start(context.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	logf, err := os.OpenFile(c.cfg.LogFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open containerd log: %w", err)
+	}
+	c.cmd = exec.Command(self, "containerd", "--config", c.cfg.ConfigFile())
+	c.cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	// containerd dies with bramble; the shims (and so the pods) survive both.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	c.log.Debug("containerd started", "pid", c.cmd.Process.Pid, "log", c.cfg.LogFile())
+	go func() {
+		err := c.cmd.Wait()
+		logf.Close()
+		if err == nil {
+			err = fmt.Errorf("containerd exited")
+		}
+		c.exited <- fmt.Errorf("%w (its log: %s)", err, c.cfg.LogFile())
+		close(c.done)
+	}()
+	return nil
+}
+
+// Ready waits until containerd serves its API with the CRI plugin loaded.
+func (c *Containerd) Ready(ctx context.Context) error {
+	var last error
+	for {
+		last = c.ping(ctx)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("containerd not ready: %w", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Containerd) ping(ctx context.Context) error {
+	if _, err := os.Stat(c.cfg.Socket()); err != nil {
+		return err
+	}
+	cli, err := client.New(c.cfg.Socket(), client.WithTimeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	serving, err := cli.IsServing(ctx)
+	if err != nil || !serving {
+		return fmt.Errorf("not serving: %v", err)
+	}
+	return nil
+}
+
+// Exited reports containerd's exit.
+func (c *Containerd) Exited() <-chan error { return c.exited }
+
+// Stop sends SIGTERM and waits; the shims keep running.
+func (c *Containerd) Stop(ctx context.Context) error {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		_ = c.cmd.Process.Kill()
+		return fmt.Errorf("containerd killed after stop deadline: %w", ctx.Err())
+	}
+}
+
+// overlayWorks tries an overlay mount inside dir.
+func overlayWorks(dir string) error {
+	tmp, err := os.MkdirTemp(dir, ".overlay-check-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(tmp, d), 0o700); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", filepath.Join(tmp, "lower"), filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"))
+	if err := unix.Mount("overlay", filepath.Join(tmp, "merged"), "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay mount: %w", err)
+	}
+	return unix.Unmount(filepath.Join(tmp, "merged"), 0)
+}

@@ -1,0 +1,38 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd/v2/cmd/containerd/command"
+	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
+)
+
+// Main runs containerd itself; bramble re-executes itself as
+// `bramble containerd --config ...` so containerd is a child process.
+func Main(argv []string) int {
+	if err := command.App().Run(context.Background(), argv); err != nil {
+		fmt.Fprintln(os.Stderr, "containerd:", err)
+		return 1
+	}
+	return 0
+}
+
+// DefaultSocket is the node's containerd socket (see Config.Socket).
+const DefaultSocket = "/run/bramble/containerd/containerd.sock"
+
+// CtrMain runs ctr, talking to bramble's containerd unless told otherwise.
+func CtrMain(argv []string) int {
+	if os.Getenv("CONTAINERD_ADDRESS") == "" {
+		os.Setenv("CONTAINERD_ADDRESS", DefaultSocket)
+	}
+	if os.Getenv("CONTAINERD_NAMESPACE") == "" {
+		os.Setenv("CONTAINERD_NAMESPACE", "k8s.io")
+	}
+	if err := ctrapp.New().Run(context.Background(), argv); err != nil {
+		fmt.Fprintln(os.Stderr, "ctr:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,563 @@
+package hostcheck
+
+import (
+	"bufio"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/fstest"
+	"unsafe"
+)
+
+// loadSample reads testdata/<name> into a MapFS rooted at "/", then applies
+// its layout.txt (symlinks, empty directories and stand-in binaries).
+func loadSample(t *testing.T, name string) fstest.MapFS {
+	t.Helper()
+	root := filepath.Join("testdata", name)
+	m := fstest.MapFS{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		if rel == "layout.txt" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		m[filepath.ToSlash(rel)] = &fstest.MapFile{Data: b, Mode: 0o644}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("load sample %s: %v", name, err)
+	}
+	layout, err := os.ReadFile(filepath.Join(root, "layout.txt"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return m
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(layout)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		switch {
+		case f[0] == "symlink" && len(f) == 3:
+			m[f[1]] = &fstest.MapFile{Data: []byte(f[2]), Mode: fs.ModeSymlink | 0o777}
+		case f[0] == "dir" && len(f) == 2:
+			m[f[1]] = &fstest.MapFile{Mode: fs.ModeDir | 0o755}
+		case f[0] == "file" && len(f) == 2:
+			m[f[1]] = &fstest.MapFile{Data: []byte("stand-in\n"), Mode: 0o755}
+		default:
+			t.Fatalf("%s/layout.txt: bad line %q", name, sc.Text())
+		}
+	}
+	return m
+}
+
+// dropLines removes the lines containing substr from a file of m.
+func dropLines(t *testing.T, m fstest.MapFS, name, substr string) {
+	t.Helper()
+	f, ok := m[name]
+	if !ok {
+		t.Fatalf("no %s in sample", name)
+	}
+	var kept []string
+	for _, l := range strings.SplitAfter(string(f.Data), "\n") {
+		if !strings.Contains(l, substr) {
+			kept = append(kept, l)
+		}
+	}
+	m[name] = &fstest.MapFile{Data: []byte(strings.Join(kept, "")), Mode: f.Mode}
+}
+
+func TestDetectFromSamples(t *testing.T) {
+	type want struct {
+		cgroup         CgroupMode
+		controllers    []string
+		systemd        bool
+		capSysResource bool
+		rootShared     bool
+		overlay        bool
+		overlayModule  bool
+		bridge         bool
+		swap           bool
+		iptablesMode   string
+		nft            bool
+		bootCmdline    string
+		driver         string
+		snapshotter    string
+		// requireErr: substrings of RequireNode's error; nil means no error.
+		requireErr []string
+		// requireNot: substrings that must not be in the error.
+		requireNot []string
+	}
+	tests := []struct {
+		name   string
+		sample string
+		mutate func(t *testing.T, m fstest.MapFS)
+		want   want
+	}{
+		{
+			name:   "this machine: hybrid v1, no systemd, no CAP_SYS_RESOURCE, private /",
+			sample: "thismachine",
+			want: want{
+				cgroup:       CgroupModeHybrid,
+				controllers:  []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"},
+				overlay:      true,
+				bridge:       true,
+				iptablesMode: "nft",
+				driver:       "cgroupfs",
+				snapshotter:  "overlayfs",
+			},
+		},
+		{
+			name:   "this machine with the memory hierarchy unmounted",
+			sample: "thismachine",
+			mutate: func(t *testing.T, m fstest.MapFS) {
+				dropLines(t, m, "proc/self/mountinfo", "/sys/fs/cgroup/memory ")
+			},
+			want: want{
+				cgroup:       CgroupModeHybrid,
+				controllers:  []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "pids"},
+				overlay:      true,
+				bridge:       true,
+				iptablesMode: "nft",
+				driver:       "cgroupfs",
+				snapshotter:  "overlayfs",
+				requireErr: []string{
+					"cgroup controller memory missing",
+					"mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory",
+				},
+				requireNot: []string{"cmdline.txt", "cgroup_disable"},
+			},
+		},
+		{
+			name:   "this machine with the memory controller disabled by the kernel",
+			sample: "thismachine",
+			mutate: func(t *testing.T, m fstest.MapFS) {
+				dropLines(t, m, "proc/self/mountinfo", "/sys/fs/cgroup/memory ")
+				m["proc/cgroups"].Data = []byte(strings.Replace(string(m["proc/cgroups"].Data), "memory\t4\t39\t1", "memory\t0\t1\t0", 1))
+				m["proc/cmdline"] = &fstest.MapFile{Data: []byte("console=ttyS0 cgroup_disable=memory quiet\n")}
+			},
+			want: want{
+				cgroup:       CgroupModeHybrid,
+				controllers:  []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "pids"},
+				overlay:      true,
+				bridge:       true,
+				iptablesMode: "nft",
+				driver:       "cgroupfs",
+				snapshotter:  "overlayfs",
+				requireErr: []string{
+					"cgroup controller memory missing",
+					"/proc/cmdline) contains cgroup_disable=memory",
+					"remove `cgroup_disable=memory` from the kernel command line",
+				},
+				requireNot: []string{"cmdline.txt", "Raspberry Pi firmware"},
+			},
+		},
+		{
+			name:   "Raspberry Pi OS bookworm: v2, systemd, memory off by cgroup_disable=memory",
+			sample: "pi-bookworm",
+			want: want{
+				cgroup:         CgroupModeV2,
+				controllers:    []string{"cpu", "cpuset", "io", "pids"},
+				systemd:        true,
+				capSysResource: true,
+				rootShared:     true,
+				overlayModule:  true,
+				swap:           true,
+				bootCmdline:    "/boot/firmware/cmdline.txt",
+				driver:         "systemd",
+				snapshotter:    "overlayfs",
+				requireErr: []string{
+					"cgroup controller memory missing (kubelet needs cpu, cpuset, memory on a cgroup v2 host)",
+					"/proc/cmdline) contains cgroup_disable=memory",
+					"add `cgroup_memory=1 cgroup_enable=memory` to the single line in /boot/firmware/cmdline.txt and reboot",
+				},
+			},
+		},
+		{
+			name:   "Raspberry Pi OS bookworm without the boot partition mounted",
+			sample: "pi-bookworm",
+			mutate: func(t *testing.T, m fstest.MapFS) {
+				delete(m, "boot/firmware/cmdline.txt")
+				delete(m, "boot/cmdline.txt")
+			},
+			want: want{
+				cgroup:         CgroupModeV2,
+				controllers:    []string{"cpu", "cpuset", "io", "pids"},
+				systemd:        true,
+				capSysResource: true,
+				rootShared:     true,
+				overlayModule:  true,
+				swap:           true,
+				driver:         "systemd",
+				snapshotter:    "overlayfs",
+				requireErr: []string{
+					"to the single line in /boot/firmware/cmdline.txt (bookworm; /boot/cmdline.txt on older releases) and reboot",
+				},
+			},
+		},
+		{
+			name:   "Raspberry Pi with /boot/cmdline.txt only (buster, hybrid, memory off in kernel)",
+			sample: "pi-buster",
+			want: want{
+				cgroup:         CgroupModeHybrid,
+				controllers:    []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "net_cls", "perf_event", "pids"},
+				systemd:        true,
+				capSysResource: true,
+				rootShared:     true,
+				overlay:        true,
+				bridge:         true,
+				iptablesMode:   "legacy",
+				bootCmdline:    "/boot/cmdline.txt",
+				driver:         "cgroupfs",
+				snapshotter:    "overlayfs",
+				requireErr: []string{
+					"cgroup controller memory missing (kubelet needs cpu, cpuacct, cpuset, memory on a cgroup hybrid host)",
+					"switched off (enabled 0 in /proc/cgroups)",
+					"add `cgroup_memory=1 cgroup_enable=memory` to the single line in /boot/cmdline.txt and reboot",
+				},
+				requireNot: []string{"cgroup_disable", "/boot/firmware"},
+			},
+		},
+		{
+			name:   "Raspberry Pi with cpuset and memory off",
+			sample: "pi-buster",
+			mutate: func(t *testing.T, m fstest.MapFS) {
+				dropLines(t, m, "proc/self/mountinfo", "/sys/fs/cgroup/cpuset ")
+				m["proc/cgroups"].Data = []byte(strings.Replace(string(m["proc/cgroups"].Data), "cpuset\t5\t52\t1", "cpuset\t0\t1\t0", 1))
+			},
+			want: want{
+				cgroup:         CgroupModeHybrid,
+				controllers:    []string{"blkio", "cpu", "cpuacct", "devices", "freezer", "net_cls", "perf_event", "pids"},
+				systemd:        true,
+				capSysResource: true,
+				rootShared:     true,
+				overlay:        true,
+				bridge:         true,
+				iptablesMode:   "legacy",
+				bootCmdline:    "/boot/cmdline.txt",
+				driver:         "cgroupfs",
+				snapshotter:    "overlayfs",
+				requireErr: []string{
+					"cgroup controllers cpuset, memory missing",
+					"add `cgroup_enable=cpuset cgroup_memory=1 cgroup_enable=memory` to the single line in /boot/cmdline.txt and reboot",
+				},
+			},
+		},
+		{
+			name:   "healthy cgroup v2 host",
+			sample: "healthy-v2",
+			want: want{
+				cgroup:         CgroupModeV2,
+				controllers:    []string{"cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma"},
+				systemd:        true,
+				capSysResource: true,
+				rootShared:     true,
+				overlay:        true,
+				bridge:         true,
+				iptablesMode:   "nft",
+				nft:            true,
+				driver:         "systemd",
+				snapshotter:    "overlayfs",
+			},
+		},
+		{
+			name:   "cgroup v2 without systemd uses cgroupfs",
+			sample: "healthy-v2",
+			mutate: func(t *testing.T, m fstest.MapFS) {
+				delete(m, "run/systemd/system")
+				delete(m, "proc/filesystems")
+			},
+			want: want{
+				cgroup:         CgroupModeV2,
+				controllers:    []string{"cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma"},
+				capSysResource: true,
+				rootShared:     true,
+				bridge:         true,
+				iptablesMode:   "nft",
+				nft:            true,
+				driver:         "cgroupfs",
+				snapshotter:    "native",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := loadSample(t, tt.sample)
+			if tt.mutate != nil {
+				tt.mutate(t, m)
+			}
+			f, err := DetectFrom(m)
+			if err != nil {
+				t.Fatalf("DetectFrom: %v", err)
+			}
+			w := tt.want
+			check := func(what string, got, want any) {
+				t.Helper()
+				if got != want {
+					t.Errorf("%s = %v, want %v", what, got, want)
+				}
+			}
+			check("Cgroup", f.Cgroup, w.cgroup)
+			if !slices.Equal(f.Controllers, w.controllers) {
+				t.Errorf("Controllers = %v, want %v", f.Controllers, w.controllers)
+			}
+			check("Systemd", f.Systemd, w.systemd)
+			check("CapSysResource", f.CapSysResource, w.capSysResource)
+			check("RootShared", f.RootShared, w.rootShared)
+			check("OverlayFS", f.OverlayFS, w.overlay)
+			check("OverlayModule", f.OverlayModule, w.overlayModule)
+			check("BridgeNetfilter", f.BridgeNetfilter, w.bridge)
+			check("BridgeNFCallIptables", f.BridgeNFCallIptables, w.bridge)
+			check("Swap", f.Swap, w.swap)
+			check("Iptables.Mode", f.Iptables.Mode, w.iptablesMode)
+			check("has nft", f.Iptables.Nft != "", w.nft)
+			check("BootCmdline", f.BootCmdline, w.bootCmdline)
+			check("CgroupDriver()", f.CgroupDriver(), w.driver)
+			check("Snapshotter()", f.Snapshotter(), w.snapshotter)
+			check("CgroupV1()", f.CgroupV1(), w.cgroup != CgroupModeV2)
+			check("RestrictOOMScoreAdj()", f.RestrictOOMScoreAdj(), !w.capSysResource)
+			check("NeedsOwnMountNamespace()", f.NeedsOwnMountNamespace(), !w.rootShared)
+			if f.Cmdline == "" {
+				t.Errorf("Cmdline is empty")
+			}
+
+			err = f.RequireNode()
+			if w.requireErr == nil {
+				if err != nil {
+					t.Fatalf("RequireNode: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("RequireNode succeeded, want error with %q", w.requireErr)
+			}
+			t.Logf("RequireNode: %v", err)
+			var mce *MissingControllersError
+			if !errors.As(err, &mce) || len(mce.Missing) == 0 {
+				t.Errorf("error %T is not a *MissingControllersError with Missing set", err)
+			}
+			for _, s := range w.requireErr {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error lacks %q", s)
+				}
+			}
+			for _, s := range w.requireNot {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("error should not contain %q", s)
+				}
+			}
+		})
+	}
+}
+
+func TestThisMachineSampleDetails(t *testing.T) {
+	f, err := DetectFrom(loadSample(t, "thismachine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.CgroupV2Mount != "/sys/fs/cgroup/unified" {
+		t.Errorf("CgroupV2Mount = %q", f.CgroupV2Mount)
+	}
+	if got := f.CgroupV1Mounts["memory"]; got != "/sys/fs/cgroup/memory" {
+		t.Errorf("memory mounted at %q", got)
+	}
+	if got := f.CgroupV1Mounts["name=systemd"]; got != "/sys/fs/cgroup/systemd" {
+		t.Errorf("name=systemd mounted at %q", got)
+	}
+	// hugetlb is only on the (hybrid) v2 mount; net_cls is enabled but not mounted.
+	for _, c := range []string{"hugetlb", "net_cls"} {
+		if f.HasController(c) {
+			t.Errorf("controller %s should not be usable", c)
+		}
+	}
+	if f.Iptables.Iptables != "/usr/sbin/iptables" || f.Iptables.IptablesLegacy == "" || f.Iptables.IptablesNft == "" || f.Iptables.Nft != "" {
+		t.Errorf("Iptables = %+v", f.Iptables)
+	}
+	if len(f.Warnings()) != 0 {
+		t.Errorf("Warnings() = %q, want none", f.Warnings())
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	f, err := DetectFrom(loadSample(t, "pi-bookworm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(f.Warnings(), "\n")
+	for _, s := range []string{"swap is on", "br_netfilter", "no iptables"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("Warnings() lack %q:\n%s", s, got)
+		}
+	}
+	if strings.Contains(got, "overlayfs") || strings.Contains(got, "pids") {
+		t.Errorf("unexpected warning:\n%s", got)
+	}
+}
+
+func TestNoCgroups(t *testing.T) {
+	m := loadSample(t, "thismachine")
+	dropLines(t, m, "proc/self/mountinfo", "cgroup")
+	f, err := DetectFrom(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Cgroup != CgroupModeNone {
+		t.Fatalf("Cgroup = %v, want none", f.Cgroup)
+	}
+	if err := f.RequireNode(); !errors.Is(err, ErrNoCgroups) {
+		t.Fatalf("RequireNode = %v, want ErrNoCgroups", err)
+	}
+}
+
+func TestDetectFromErrors(t *testing.T) {
+	m := loadSample(t, "healthy-v2")
+	delete(m, "proc/self/status")
+	if _, err := DetectFrom(m); err == nil || !strings.Contains(err.Error(), "process status") {
+		t.Errorf("missing status: err = %v", err)
+	}
+	m = loadSample(t, "healthy-v2")
+	m["proc/self/mountinfo"] = &fstest.MapFile{Data: []byte("garbage line\n")}
+	if _, err := DetectFrom(m); err == nil || !strings.Contains(err.Error(), "mountinfo") {
+		t.Errorf("bad mountinfo: err = %v", err)
+	}
+}
+
+func TestParseMountinfoEscapes(t *testing.T) {
+	ms, err := parseMountinfo([]byte(`40 27 0:50 / /mnt/with\040space rw,relatime shared:7 master:3 - tmpfs my\134dev rw` + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].mountPoint != "/mnt/with space" || ms[0].source != `my\dev` || !ms[0].shared() || ms[0].fsType != "tmpfs" {
+		t.Fatalf("got %+v", ms)
+	}
+}
+
+func TestCmdlineFix(t *testing.T) {
+	const piLine = "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait quiet splash"
+	tests := []struct {
+		name, in, want string
+		changed        bool
+	}{
+		{"bookworm line", piLine + "\n", piLine + " cgroup_memory=1 cgroup_enable=memory\n", true},
+		{"no newline", piLine, piLine + " cgroup_memory=1 cgroup_enable=memory", true},
+		{"already fixed", piLine + " cgroup_memory=1 cgroup_enable=memory\n", piLine + " cgroup_memory=1 cgroup_enable=memory\n", false},
+		{"fixed, other order, odd spacing kept", "cgroup_enable=memory  root=/dev/sda2   cgroup_memory=1\n", "cgroup_enable=memory  root=/dev/sda2   cgroup_memory=1\n", false},
+		{"half fixed", "root=/dev/sda2 cgroup_enable=memory\n", "root=/dev/sda2 cgroup_enable=memory cgroup_memory=1\n", true},
+		{"enable in a list", "root=/dev/sda2 cgroup_enable=cpuset,memory cgroup_memory=1", "root=/dev/sda2 cgroup_enable=cpuset,memory cgroup_memory=1", false},
+		{"removes cgroup_disable=memory", "cgroup_disable=memory root=/dev/sda2 rootwait\n", "root=/dev/sda2 rootwait cgroup_memory=1 cgroup_enable=memory\n", true},
+		{"keeps other disabled controllers", "root=/dev/sda2 cgroup_disable=memory,blkio\n", "root=/dev/sda2 cgroup_disable=blkio cgroup_memory=1 cgroup_enable=memory\n", true},
+		{"replaces cgroup_memory=0", "root=/dev/sda2 cgroup_memory=0 cgroup_enable=memory", "root=/dev/sda2 cgroup_enable=memory cgroup_memory=1", true},
+		{"disable present although fixed", "cgroup_disable=memory cgroup_memory=1 cgroup_enable=memory", "cgroup_memory=1 cgroup_enable=memory", true},
+		{"collapses whitespace only when changing", "  root=/dev/sda2\t rootwait  \n", "root=/dev/sda2 rootwait cgroup_memory=1 cgroup_enable=memory\n", true},
+		{"CRLF", "root=/dev/sda2 rootwait\r\n", "root=/dev/sda2 rootwait cgroup_memory=1 cgroup_enable=memory\r\n", true},
+		{"init args stay last", "root=/dev/sda2 -- single", "root=/dev/sda2 cgroup_memory=1 cgroup_enable=memory -- single", true},
+		{"only the first line", "root=/dev/sda2\n# a stray second line\n", "root=/dev/sda2 cgroup_memory=1 cgroup_enable=memory\n# a stray second line\n", true},
+		{"empty", "", "cgroup_memory=1 cgroup_enable=memory", true},
+		{"similar words kept", "xcgroup_disable=memory cgroup_disable_foo=memory", "xcgroup_disable=memory cgroup_disable_foo=memory cgroup_memory=1 cgroup_enable=memory", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, changed := CmdlineFix(tt.in)
+			if got != tt.want || changed != tt.changed {
+				t.Fatalf("CmdlineFix(%q) = %q, %v; want %q, %v", tt.in, got, changed, tt.want, tt.changed)
+			}
+			again, changed2 := CmdlineFix(got)
+			if again != got || changed2 {
+				t.Fatalf("not idempotent: CmdlineFix(%q) = %q, %v", got, again, changed2)
+			}
+		})
+	}
+}
+
+// TestDetectHost runs Detect on the real host and checks it against what the
+// kernel says through other means (statfs, capget, findmnt). It also asserts
+// the facts docs/DESIGN record for the development and CI machines (cgroup
+// v1, no CAP_SYS_RESOURCE, a private /); set BRAMBLE_HOSTCHECK_ANY_HOST=1 to
+// skip those on another host.
+func TestDetectHost(t *testing.T) {
+	f, err := Detect()
+	if err != nil {
+		t.Fatalf("Detect: %v", err)
+	}
+	t.Logf("facts: cgroup=%v controllers=%v systemd=%v capSysResource=%v rootShared=%v overlay=%v bridge=%v iptables=%+v swap=%v driver=%s",
+		f.Cgroup, f.Controllers, f.Systemd, f.CapSysResource, f.RootShared, f.OverlayFS, f.BridgeNetfilter, f.Iptables, f.Swap, f.CgroupDriver())
+
+	// cgroup2 at /sys/fs/cgroup <=> v2.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/sys/fs/cgroup", &st); err == nil {
+		const cgroup2Magic = 0x63677270
+		if isV2 := st.Type == cgroup2Magic; isV2 != (f.Cgroup == CgroupModeV2) {
+			t.Errorf("statfs says cgroup2=%v, Detect says %v", isV2, f.Cgroup)
+		}
+	}
+
+	// CAP_SYS_RESOURCE from capget(2).
+	if eff, ok := capgetEffective(); ok {
+		if has := eff&(1<<capSysResource) != 0; has != f.CapSysResource {
+			t.Errorf("capget says CAP_SYS_RESOURCE=%v, Detect says %v", has, f.CapSysResource)
+		}
+	}
+
+	// Propagation of / from findmnt, when util-linux is there.
+	if out, err := exec.Command("findmnt", "-n", "-o", "PROPAGATION", "/").Output(); err == nil {
+		prop := strings.TrimSpace(string(out))
+		if shared := strings.Contains(prop, "shared"); shared != f.RootShared {
+			t.Errorf("findmnt says / is %q, Detect says shared=%v", prop, f.RootShared)
+		}
+	}
+
+	if _, err := os.Stat("/run/systemd/system"); (err == nil) != f.Systemd {
+		t.Errorf("Systemd = %v, /run/systemd/system stat err = %v", f.Systemd, err)
+	}
+
+	if os.Getenv("BRAMBLE_HOSTCHECK_ANY_HOST") != "" {
+		return
+	}
+	if !f.CgroupV1() {
+		t.Errorf("this machine has cgroup v1 (hybrid), Detect says %v", f.Cgroup)
+	}
+	if f.CapSysResource || !f.RestrictOOMScoreAdj() {
+		t.Errorf("this machine lacks CAP_SYS_RESOURCE, Detect says it has it")
+	}
+	if f.RootShared || !f.NeedsOwnMountNamespace() {
+		t.Errorf("this machine has a private /, Detect says shared")
+	}
+	if f.CgroupDriver() != "cgroupfs" {
+		t.Errorf("CgroupDriver() = %q, want cgroupfs", f.CgroupDriver())
+	}
+	if err := f.RequireNode(); err != nil {
+		t.Errorf("RequireNode on this machine: %v", err)
+	}
+}
+
+// capgetEffective returns the effective capability set of this thread.
+func capgetEffective() (uint64, bool) {
+	hdr := struct {
+		version uint32
+		pid     int32
+	}{version: 0x20080522} // _LINUX_CAPABILITY_VERSION_3
+	var data [2]struct{ effective, permitted, inheritable uint32 }
+	_, _, errno := syscall.RawSyscall(syscall.SYS_CAPGET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	if errno != 0 {
+		return 0, false
+	}
+	return uint64(data[1].effective)<<32 | uint64(data[0].effective), true
+}

@@ -1,0 +1,8 @@
+//go:build amd64
+
+package pause
+
+import _ "embed"
+
+//go:embed assets/pause-amd64.tar
+var archive []byte

@@ -1,0 +1,8 @@
+//go:build arm64
+
+package pause
+
+import _ "embed"
+
+//go:embed assets/pause-arm64.tar
+var archive []byte
