@@ -44,7 +44,7 @@ bin/bramble: $(GO_SOURCES) $(EMBEDDED)
 	@mkdir -p bin
 	go build -ldflags "$(LDFLAGS)" -o $@.tmp ./cmd/bramble
 	@mv $@.tmp $@
-	@for l in kubectl crictl ctr; do ln -sf bramble bin/$$l; done
+	@for l in kubectl crictl ctr containerd; do ln -sf bramble bin/$$l; done
 
 deps:
 	@scripts/deps.sh

@@ -25,10 +25,12 @@ func main() {
 	only := flag.String("only", "", "run only this scenario")
 	bin := flag.String("bin", "bin/bramble", "bramble binary")
 	flag.Parse()
+	*bin, _ = filepath.Abs(*bin)
 	scenarios := map[string]func(string, time.Duration) error{
 		"controlplane": controlPlane,
+		"node":         node,
 	}
-	for _, name := range []string{"controlplane"} {
+	for _, name := range []string{"controlplane", "node"} {
 		if *only != "" && *only != name {
 			continue
 		}
@@ -128,8 +130,10 @@ func (p *proc) rssKiB() int {
 }
 
 // cpuTicks is utime+stime in clock ticks (100 Hz on Linux).
-func (p *proc) cpuTicks() int {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+func (p *proc) cpuTicks() int { return cpuTicksOf(p.cmd.Process.Pid) }
+
+func cpuTicksOf(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndex(s, ")")+2:])
 	if len(fields) < 13 {

@@ -42,6 +42,7 @@ type Config struct {
 	CgroupRoot          string // "/" unless several nodes share a host
 	RestrictOOMScoreAdj bool
 	SandboxImage        string
+	Snapshotter         string // overlayfs or native; containerd falls back to native if overlay fails
 	KubeletRootDir      string
 	ResolvConf          string
 	ProxyMode           string // iptables or nftables
@@ -68,6 +69,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		BinDir:              cfg.BinDir,
 		CNIConfDir:          filepath.Join(cfg.agentDir(), "etc", "cni", "net.d"),
 		SandboxImage:        cfg.SandboxImage,
+		Snapshotter:         cfg.Snapshotter,
 		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
 		SystemdCgroup:       cfg.CgroupDriver == "systemd",
 		Debug:               cfg.Debug,
@@ -78,9 +80,10 @@ func New(cfg Config, log *slog.Logger) *Agent {
 // ContainerdSocket is where the node's containerd listens.
 func (a *Agent) ContainerdSocket() string { return a.containerd.Socket() }
 
-// Components are the node's parts in start order. extra components (such as
-// the image importer) run right after containerd.
-func (a *Agent) Components(afterContainerd ...supervisor.Component) []supervisor.Component {
+// Components are the node's parts in start order: containerd, the image
+// import (sandbox is the embedded pause image archive), kubelet, flannel,
+// kube-proxy.
+func (a *Agent) Components(sandbox []byte) []supervisor.Component {
 	ctrd := containerd.New(a.containerd, a.log.With("component", "containerd"))
 	// The kubelet and kube-proxy do not return when cancelled; their
 	// goroutines end with the process. The pods keep running either way.
@@ -96,9 +99,7 @@ func (a *Agent) Components(afterContainerd ...supervisor.Component) []supervisor
 		CNIConfDir:  a.containerd.CNIConfDir,
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
-	out := []supervisor.Component{ctrd}
-	out = append(out, afterContainerd...)
-	return append(out, kubelet, fl, proxy)
+	return []supervisor.Component{ctrd, a.imageImporter(ctrd, sandbox), kubelet, fl, proxy}
 }
 
 // String describes the node for logs.

@@ -24,6 +24,8 @@ func Main(argv []string) int {
 		return kubectl.Main(argv[1:])
 	case "ctr":
 		return containerd.CtrMain(argv)
+	case "containerd":
+		return containerd.Main(argv)
 	}
 	// containerd is bramble re-executed; its flags are containerd's own.
 	if len(argv) > 1 && argv[1] == "containerd" {

@@ -66,6 +66,7 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		CgroupRoot:          "/",
 		RestrictOOMScoreAdj: facts.RestrictOOMScoreAdj(),
 		SandboxImage:        pause.Image,
+		Snapshotter:         facts.Snapshotter(),
 		KubeletRootDir:      "/var/lib/kubelet",
 		ResolvConf:          agent.ResolvConf(),
 		ProxyMode:           "iptables",
@@ -97,5 +98,5 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 		return nil, fmt.Errorf("node credentials: %w", err)
 	}
 	a := agent.New(cfg, log)
-	return a.Components(a.ImageImporter(pause.Archive())), nil
+	return a.Components(pause.Archive()), nil
 }

@@ -1,0 +1,204 @@
+// Package node tests `bramble server` with its node for real: containerd,
+// runc, kubelet, flannel and kube-proxy on this machine, pods from the
+// busybox test image, and the killall script afterwards.
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
+)
+
+const busybox = "docker.io/bramble/busybox:test"
+
+// kernel settings the kubelet changes; put back after the test.
+var sysctls = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
+
+func TestSingleNode(t *testing.T) {
+	testutil.RequireRoot(t)
+	root := testutil.RepoRoot(t)
+	image := filepath.Join(root, "dist", "images", testutil.Arch(), "busybox.tar")
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
+	}
+	saved := map[string][]byte{}
+	for _, f := range sysctls {
+		saved[f], _ = os.ReadFile(f)
+	}
+	s := testutil.NewServer(t)
+	t.Cleanup(func() {
+		killall(t, root, s.DataDir)
+		for f, v := range saved {
+			_ = os.WriteFile(f, v, 0o644)
+		}
+	})
+	imagesDir := filepath.Join(s.DataDir, "agent", "images")
+	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(image, filepath.Join(imagesDir, "busybox.tar")); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	s.WaitReady(3 * time.Minute)
+	node := waitNodeReady(t, s, 3*time.Minute)
+	t.Logf("node %s Ready", node)
+
+	s.MustKubectl("create", "namespace", "e2e")
+	s.MustKubectl("-n", "e2e", "run", "web", "--image="+busybox, "--image-pull-policy=Never", "--labels=app=web", "--port=8080",
+		"--command", "--", "sh", "-c", "mkdir -p /www && echo hello-from-bramble > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www")
+	waitFor(t, 2*time.Minute, "pod web Running", func() bool {
+		out, _ := s.Kubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.phase}")
+		return out == "Running"
+	})
+	podIP := s.MustKubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.podIP}")
+	if !strings.HasPrefix(podIP, "10.42.") {
+		t.Fatalf("pod IP %q is not in 10.42.0.0/16", podIP)
+	}
+	s.MustKubectl("-n", "e2e", "expose", "pod", "web", "--port=80", "--target-port=8080", "--name=web")
+	clusterIP := s.MustKubectl("-n", "e2e", "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	if !strings.HasPrefix(clusterIP, "10.43.") {
+		t.Fatalf("cluster IP %q is not in 10.43.0.0/16", clusterIP)
+	}
+	var body string
+	waitFor(t, 60*time.Second, "service answers through kube-proxy", func() bool {
+		body = httpGet("http://" + clusterIP + "/")
+		return strings.Contains(body, "hello-from-bramble")
+	})
+	if out := s.MustKubectl("-n", "e2e", "logs", "web"); !strings.Contains(out, "serving") {
+		t.Errorf("kubectl logs: %q", out)
+	}
+	if out := s.MustKubectl("-n", "e2e", "exec", "web", "--", "cat", "/www/index.html"); out != "hello-from-bramble" {
+		t.Errorf("kubectl exec: %q", out)
+	}
+	containerID := s.MustKubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].containerID}")
+
+	// Restart bramble: the pod's container keeps running, untouched.
+	s.Stop(15 * time.Second)
+	if !strings.Contains(httpGet("http://"+podIP+":8080/"), "hello-from-bramble") {
+		t.Error("pod stopped answering while bramble was down")
+	}
+	s.Start()
+	s.WaitReady(3 * time.Minute)
+	waitNodeReady(t, s, 3*time.Minute)
+	waitFor(t, 60*time.Second, "pod web Ready again", func() bool {
+		out, _ := s.Kubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].ready}")
+		return out == "true"
+	})
+	if got := s.MustKubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].containerID}"); got != containerID {
+		t.Errorf("container changed across a bramble restart: %s -> %s", containerID, got)
+	}
+	if rc := s.MustKubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"); rc != "0" {
+		t.Errorf("restartCount %s, want 0", rc)
+	}
+	s.Stop(15 * time.Second)
+
+	killall(t, root, s.DataDir)
+	assertClean(t, s.DataDir)
+}
+
+func waitNodeReady(t *testing.T, s *testutil.Server, timeout time.Duration) string {
+	t.Helper()
+	var name string
+	waitFor(t, timeout, "node Ready", func() bool {
+		out, _ := s.Kubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		n, status, ok := strings.Cut(strings.TrimSpace(out), "=")
+		name = n
+		return ok && status == "True"
+	})
+	return name
+}
+
+func killall(t *testing.T, root, dataDir string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(root, "scripts", "bramble-killall.sh"))
+	cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+dataDir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("bramble-killall.sh: %v\n%s", err, out)
+	}
+}
+
+// assertClean checks nothing of the node is left on the machine.
+func assertClean(t *testing.T, dataDir string) {
+	t.Helper()
+	if pids := testutil.ProcessesUsing(dataDir); len(pids) > 0 {
+		t.Errorf("processes left: %v", pids)
+	}
+	if pids := testutil.ProcessesUsing("/run/bramble"); len(pids) > 0 {
+		t.Errorf("processes left using /run/bramble: %v", pids)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(line, dataDir) || strings.Contains(line, "/run/bramble") || strings.Contains(line, "/var/lib/kubelet/pods") {
+			t.Errorf("mount left: %s", line)
+		}
+	}
+	for _, link := range []string{"cni0", "flannel.1"} {
+		if err := exec.Command("ip", "link", "show", link).Run(); err == nil {
+			t.Errorf("interface %s left", link)
+		}
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "cni-") {
+		t.Errorf("pod network namespaces left: %s", out)
+	}
+	for _, table := range []string{"filter", "nat", "mangle"} {
+		out, _ := exec.Command("iptables-save", "-t", table).Output()
+		for _, line := range strings.Split(string(out), "\n") {
+			for _, p := range []string{"KUBE-", "FLANNEL-", "CNI-"} {
+				if strings.HasPrefix(line, ":"+p) || strings.HasPrefix(line, "-A "+p) {
+					t.Errorf("iptables %s: left %s", table, line)
+				}
+			}
+		}
+	}
+}
+
+func httpGet(url string) string {
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		if ok() {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("%s: not within %s", what, timeout)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return out.Close()
+}
