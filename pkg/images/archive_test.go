@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 // testImage describes a one-layer image written by ociArchive / dockerArchive.
@@ -300,32 +301,8 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-// lockedBuffer is an io.Writer safe for concurrent log writes and reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
-}
-
 func TestReportProgress(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	im := New(nil, "", newTestLogger(&logs))
 	im.ProgressInterval = 20 * time.Millisecond
 	c := &countingReader{r: strings.NewReader(strings.Repeat("x", 1000))}

@@ -21,6 +21,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 func newTestLogger(w io.Writer) *slog.Logger {
@@ -279,7 +281,7 @@ func TestImportDir(t *testing.T) {
 	corrupt[i] = 'N'
 	writeFile(t, filepath.Join(dir, "corrupt-layer.tar"), corrupt)
 
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	statePath := filepath.Join(tc.dir, "state", "bramble-images.json")
 	im := New(tc.client, statePath, newTestLogger(&logs))
 	im.Snapshotter = tc.snapshotter
@@ -391,7 +393,7 @@ func TestImportDir(t *testing.T) {
 func TestImportReader(t *testing.T) {
 	tc := startContainerd(t)
 	ctx := context.Background()
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	im := New(tc.client, filepath.Join(tc.dir, "images.json"), newTestLogger(&logs))
 	im.Snapshotter = tc.snapshotter
 
@@ -459,7 +461,7 @@ func TestImportBuiltImages(t *testing.T) {
 		}
 		want = append(want, names...)
 	}
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	im := New(tc.client, filepath.Join(tc.dir, "images.json"), newTestLogger(&logs))
 	im.Snapshotter = tc.snapshotter
 	start := time.Now()

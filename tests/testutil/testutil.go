@@ -71,19 +71,26 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuffer is a goroutine-safe log buffer.
-type syncBuffer struct {
+// SyncBuffer is a goroutine-safe buffer for a process's output.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// Reset empties the buffer.
+func (b *SyncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -99,7 +106,7 @@ type Server struct {
 	Env        []string
 	cmd        *exec.Cmd
 	done       chan struct{}
-	Log        *syncBuffer
+	Log        *SyncBuffer
 }
 
 // NewServer prepares a server in a fresh data dir on a free port. Extra args
@@ -125,7 +132,7 @@ func NewServer(t testing.TB, args ...string) *Server {
 // Start starts the server process.
 func (s *Server) Start() {
 	s.t.Helper()
-	s.Log = &syncBuffer{}
+	s.Log = &SyncBuffer{}
 	s.cmd = exec.Command(Binary(s.t), s.Args...)
 	s.cmd.Env = append(os.Environ(), s.Env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
