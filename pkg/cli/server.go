@@ -83,6 +83,7 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		Token:             c.String("token"),
 		DatastoreEndpoint: c.String("datastore-endpoint"),
 		KubeconfigPath:    c.String("write-kubeconfig"),
+		Disable:           splitList(c.StringSlice("disable")),
 	}
 	var err error
 	if cfg.DataDir == "" {
@@ -177,4 +178,17 @@ func defaultNodeIP() (net.IP, error) {
 		}
 	}
 	return nil, errors.New("no default route and no non-loopback address: set --advertise-address (or --node-ip)")
+}
+
+// splitList flattens repeated and comma-separated values.
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
 }

@@ -26,6 +26,7 @@ type Config struct {
 	DatastoreEndpoint string
 	KubeconfigPath    string
 	KubeconfigMode    os.FileMode
+	Disable           []string // bundled add-ons to leave out
 }
 
 // Paths is the server's on-disk layout under <data-dir>/server.

@@ -70,7 +70,8 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	})
-	return []supervisor.Component{ds, api, newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs())}
+	return []supervisor.Component{ds, api, newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
+		cp.deployController(cp.log.With("component", "deploy"))}
 }
 
 const authnConfig = `apiVersion: apiserver.config.k8s.io/v1

@@ -53,7 +53,7 @@ func TestObjectsSurviveRestartInSQLite(t *testing.T) {
 		t.Fatalf("secret after restart: %q", out)
 	}
 	// The controller-manager runs: the deployment got a ReplicaSet.
-	waitFor(t, 60*time.Second, func() bool {
+	testutil.WaitFor(t, 60*time.Second, "deployment has a ReplicaSet", func() bool {
 		out, _ := s.Kubectl("-n", "bramble-e2e", "get", "replicasets", "-o", "name")
 		return strings.Contains(out, "replicaset.apps/web-")
 	})
@@ -180,18 +180,6 @@ func foreignClientCert(t *testing.T, cn, org string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return cert
-}
-
-func waitFor(t *testing.T, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("condition not met within %s", timeout)
 }
 
 func assertNoProcesses(t *testing.T, dataDir string) {

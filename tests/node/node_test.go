@@ -4,7 +4,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -56,7 +55,7 @@ func TestSingleNode(t *testing.T) {
 	s.MustKubectl("create", "namespace", "e2e")
 	s.MustKubectl("-n", "e2e", "run", "web", "--image="+busybox, "--image-pull-policy=Never", "--labels=app=web", "--port=8080",
 		"--command", "--", "sh", "-c", "mkdir -p /www && echo hello-from-bramble > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www")
-	waitFor(t, 2*time.Minute, "pod web Running", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "pod web Running", func() bool {
 		out, _ := s.Kubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.phase}")
 		return out == "Running"
 	})
@@ -70,7 +69,7 @@ func TestSingleNode(t *testing.T) {
 		t.Fatalf("cluster IP %q is not in 10.43.0.0/16", clusterIP)
 	}
 	var body string
-	waitFor(t, 60*time.Second, "service answers through kube-proxy", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "service answers through kube-proxy", func() bool {
 		body = httpGet("http://" + clusterIP + "/")
 		return strings.Contains(body, "hello-from-bramble")
 	})
@@ -90,7 +89,7 @@ func TestSingleNode(t *testing.T) {
 	s.Start()
 	s.WaitReady(3 * time.Minute)
 	waitNodeReady(t, s, 3*time.Minute)
-	waitFor(t, 60*time.Second, "pod web Ready again", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "pod web Ready again", func() bool {
 		out, _ := s.Kubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].ready}")
 		return out == "true"
 	})
@@ -109,7 +108,7 @@ func TestSingleNode(t *testing.T) {
 func waitNodeReady(t *testing.T, s *testutil.Server, timeout time.Duration) string {
 	t.Helper()
 	var name string
-	waitFor(t, timeout, "node Ready", func() bool {
+	testutil.WaitFor(t, timeout, "node Ready", func() bool {
 		out, _ := s.Kubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
 		n, status, ok := strings.Cut(strings.TrimSpace(out), "=")
 		name = n
@@ -171,19 +170,6 @@ func httpGet(url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for ctx.Err() == nil {
-		if ok() {
-			return
-		}
-		time.Sleep(time.Second)
-	}
-	t.Fatalf("%s: not within %s", what, timeout)
 }
 
 func copyFile(src, dst string) error {

@@ -284,3 +284,16 @@ func tail(s string, n int) string {
 
 // Arch is the Go architecture the images were built for.
 func Arch() string { return runtime.GOARCH }
+
+// WaitFor polls ok every half second until it holds, failing the test after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, timeout)
+}

@@ -1,0 +1,446 @@
+// Package deploy is bramble's add-on controller: it writes the bundled
+// manifests into the manifests directory and applies every file there with
+// server-side apply; a changed file is re-applied, objects a file no longer
+// holds are deleted, and a removed file's objects are deleted. Each file is an
+// Addon custom resource in kube-system showing its objects and status; a bad
+// file yields a Warning event and a log line naming file and object, and never
+// blocks the other files.
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/template"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/bramble-pi/bramble/pkg/pki"
+)
+
+// Values are the cluster settings bundled manifests may use.
+type Values struct {
+	ClusterDNS    string
+	ClusterDomain string
+}
+
+// Config is the controller's configuration.
+type Config struct {
+	Dir        string // <data-dir>/server/manifests
+	Bundled    fs.FS  // embedded *.yaml
+	Disabled   []string
+	Values     Values
+	Kubeconfig string
+	Interval   time.Duration
+}
+
+const fieldManager = "bramble-deploy"
+
+// LabelAddon marks every object an add-on file created.
+const LabelAddon = "bramble.io/addon"
+
+// WriteBundled renders the bundled manifests into cfg.Dir. A bundled add-on
+// with a <name>.yaml.skip file next to it, or named in Disabled, is not
+// written, and a copy from an earlier start is removed (so its objects go).
+func WriteBundled(cfg Config) error {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Dir, err)
+	}
+	entries, err := fs.ReadDir(cfg.Bundled, ".")
+	if err != nil {
+		return fmt.Errorf("bundled manifests: %w", err)
+	}
+	disabled := map[string]bool{}
+	for _, d := range cfg.Disabled {
+		disabled[strings.TrimSpace(d)] = true
+	}
+	known := map[string]bool{}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		name := strings.TrimSuffix(e.Name(), ".yaml")
+		known[name] = true
+		target := filepath.Join(cfg.Dir, e.Name())
+		if _, err := os.Stat(target + ".skip"); err == nil || disabled[name] {
+			if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove disabled add-on %s: %w", name, err)
+			}
+			continue
+		}
+		raw, err := fs.ReadFile(cfg.Bundled, e.Name())
+		if err != nil {
+			return err
+		}
+		tmpl, err := template.New(e.Name()).Option("missingkey=error").Parse(string(raw))
+		if err != nil {
+			return fmt.Errorf("bundled manifest %s: %w", e.Name(), err)
+		}
+		var out bytes.Buffer
+		if err := tmpl.Execute(&out, cfg.Values); err != nil {
+			return fmt.Errorf("bundled manifest %s: %w", e.Name(), err)
+		}
+		if old, err := os.ReadFile(target); err == nil && bytes.Equal(old, out.Bytes()) {
+			continue // unchanged: no write (SD cards)
+		}
+		if err := pki.WriteFile(target, out.Bytes(), 0o600); err != nil {
+			return err
+		}
+	}
+	for name := range disabled {
+		if name != "" && !known[name] {
+			return fmt.Errorf("--disable %s: no bundled add-on of that name", name)
+		}
+	}
+	return nil
+}
+
+// objRef names one applied object.
+type objRef struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+}
+
+func (o objRef) String() string {
+	if o.Namespace != "" {
+		return fmt.Sprintf("%s %s/%s", o.Kind, o.Namespace, o.Name)
+	}
+	return fmt.Sprintf("%s %s", o.Kind, o.Name)
+}
+
+type fileState struct {
+	checksum string
+	objects  []objRef
+	failed   bool
+	tried    time.Time
+}
+
+// Controller applies the manifests directory.
+type Controller struct {
+	cfg    Config
+	log    *slog.Logger
+	dyn    dynamic.Interface
+	core   kubernetes.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+	state  map[string]*fileState
+}
+
+// New connects the controller to the apiserver and makes sure the Addon CRD
+// exists; it also learns what earlier runs applied, from the Addons.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Controller, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("deploy kubeconfig: %w", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	core, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureCRD(ctx, rc); err != nil {
+		return nil, err
+	}
+	c := &Controller{cfg: cfg, log: log, dyn: dyn, core: core, state: map[string]*fileState{},
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(core.Discovery()))}
+	if c.cfg.Interval == 0 {
+		c.cfg.Interval = 2 * time.Second
+	}
+	if err := c.loadAddons(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Run syncs the directory until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		c.Sync(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sync applies new and changed files and removes what deleted files made.
+func (c *Controller) Sync(ctx context.Context) {
+	files, err := c.listFiles()
+	if err != nil {
+		c.log.Error("read manifests directory", "dir", c.cfg.Dir, "err", err)
+		return
+	}
+	for name, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			c.log.Error("read manifest", "file", path, "err", err)
+			continue
+		}
+		sum := checksum(data)
+		st := c.state[name]
+		if st != nil && st.checksum == sum && (!st.failed || time.Since(st.tried) < 15*time.Second) {
+			continue
+		}
+		c.applyFile(ctx, name, path, sum, data)
+	}
+	for name := range c.state {
+		if _, ok := files[name]; !ok {
+			c.removeAddon(ctx, name)
+		}
+	}
+}
+
+func (c *Controller) listFiles() (map[string]string, error) {
+	entries, err := os.ReadDir(c.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]string{}
+	for _, e := range entries {
+		ext := filepath.Ext(e.Name())
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+			continue
+		}
+		files[strings.TrimSuffix(e.Name(), ext)] = filepath.Join(c.cfg.Dir, e.Name())
+	}
+	return files, nil
+}
+
+func checksum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// applyFile applies one file's objects and prunes what it no longer holds.
+func (c *Controller) applyFile(ctx context.Context, name, path, sum string, data []byte) {
+	st := c.state[name]
+	if st == nil {
+		st = &fileState{}
+		c.state[name] = st
+	}
+	st.tried = time.Now()
+	objs, err := decode(data)
+	if err != nil {
+		st.checksum, st.failed = sum, true
+		msg := fmt.Sprintf("file %s is malformed: %v", path, err)
+		c.log.Error("manifest not applied", "file", path, "err", err)
+		c.record(ctx, name, path, sum, st.objects, false, msg, "Malformed")
+		return
+	}
+	applied, failures := c.applyAll(ctx, name, objs)
+	var pruneErrs []string
+	for _, old := range st.objects {
+		if !containsRef(applied, old) && !failedRef(failures, old) {
+			if err := c.delete(ctx, old); err != nil {
+				pruneErrs = append(pruneErrs, fmt.Sprintf("delete %s: %v", old, err))
+			}
+		}
+	}
+	st.checksum, st.objects = sum, applied
+	for ref := range failures {
+		st.objects = append(st.objects, ref) // still ours: retried, and pruned later
+	}
+	st.failed = len(failures) > 0 || len(pruneErrs) > 0
+	if !st.failed {
+		c.log.Info("applied manifest", "file", path, "objects", len(applied))
+		c.record(ctx, name, path, sum, st.objects, true, fmt.Sprintf("applied %d objects", len(applied)), "Applied")
+		return
+	}
+	var msgs []string
+	for ref, err := range failures {
+		msgs = append(msgs, fmt.Sprintf("%s: %v", ref, err))
+		c.log.Error("manifest object not applied", "file", path, "object", ref.String(), "err", err)
+	}
+	msgs = append(msgs, pruneErrs...)
+	sort.Strings(msgs)
+	c.record(ctx, name, path, sum, st.objects, false, fmt.Sprintf("file %s: %s", path, strings.Join(msgs, "; ")), "ApplyFailed")
+}
+
+func containsRef(refs []objRef, r objRef) bool {
+	for _, x := range refs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func failedRef(f map[objRef]error, r objRef) bool { _, ok := f[r]; return ok }
+
+// decode reads a multi-document YAML or JSON file.
+func decode(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for i := 1; ; i++ {
+		var raw map[string]any
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		if len(raw) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: raw}
+		if u.GetKind() == "" || u.GetAPIVersion() == "" {
+			return nil, fmt.Errorf("document %d: apiVersion and kind are required", i)
+		}
+		if u.IsList() {
+			err := u.EachListItem(func(o runtimeObject) error {
+				out = append(out, o.(*unstructured.Unstructured))
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", i, err)
+			}
+			continue
+		}
+		if u.GetName() == "" {
+			return nil, fmt.Errorf("document %d (%s): metadata.name is required", i, u.GetKind())
+		}
+		out = append(out, u)
+	}
+}
+
+// applyAll applies objects (namespaces and CRDs first), retrying the ones
+// that failed once after refreshing discovery (a CRD may just have appeared).
+func (c *Controller) applyAll(ctx context.Context, addon string, objs []*unstructured.Unstructured) ([]objRef, map[objRef]error) {
+	sort.SliceStable(objs, func(i, j int) bool { return rank(objs[i]) < rank(objs[j]) })
+	var applied []objRef
+	failures := map[objRef]error{}
+	pending := objs
+	for pass := 0; pass < 2 && len(pending) > 0; pass++ {
+		if pass > 0 {
+			c.mapper.Reset()
+			time.Sleep(time.Second)
+		}
+		var retry []*unstructured.Unstructured
+		for _, o := range pending {
+			ref, err := c.apply(ctx, addon, o)
+			if err != nil {
+				failures[ref] = err
+				retry = append(retry, o)
+				continue
+			}
+			delete(failures, ref)
+			applied = append(applied, ref)
+		}
+		pending = retry
+	}
+	return applied, failures
+}
+
+func rank(o *unstructured.Unstructured) int {
+	switch o.GetKind() {
+	case "Namespace":
+		return 0
+	case "CustomResourceDefinition":
+		return 1
+	default:
+		return 2
+	}
+}
+
+func (c *Controller) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.ResourceInterface, string, error) {
+	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, "", fmt.Errorf("unknown kind %s: %w", gvk.String(), err)
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		if namespace == "" {
+			namespace = "default"
+		}
+		return c.dyn.Resource(m.Resource).Namespace(namespace), namespace, nil
+	}
+	return c.dyn.Resource(m.Resource), "", nil
+}
+
+func (c *Controller) apply(ctx context.Context, addon string, o *unstructured.Unstructured) (objRef, error) {
+	ref := objRef{APIVersion: o.GetAPIVersion(), Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
+	ri, ns, err := c.resource(o.GroupVersionKind(), o.GetNamespace())
+	if err != nil {
+		return ref, err
+	}
+	ref.Namespace = ns
+	o = o.DeepCopy()
+	o.SetNamespace(ns)
+	labels := o.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[LabelAddon] = addon
+	o.SetLabels(labels)
+	_, err = ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+	return ref, err
+}
+
+func (c *Controller) delete(ctx context.Context, ref objRef) error {
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	if err != nil {
+		return err
+	}
+	ri, _, err := c.resource(gv.WithKind(ref.Kind), ref.Namespace)
+	if err != nil {
+		return err
+	}
+	policy := metav1.DeletePropagationBackground
+	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// removeAddon deletes what a removed file created, namespaces last.
+func (c *Controller) removeAddon(ctx context.Context, name string) {
+	st := c.state[name]
+	objs := append([]objRef(nil), st.objects...)
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Kind != "Namespace" && objs[j].Kind == "Namespace" })
+	var failed []string
+	for _, ref := range objs {
+		if err := c.delete(ctx, ref); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", ref, err))
+		}
+	}
+	if len(failed) > 0 {
+		c.log.Error("could not delete objects of a removed manifest", "addon", name, "errors", strings.Join(failed, "; "))
+		return // retried on the next sync
+	}
+	err := c.dyn.Resource(AddonGVR).Namespace(addonNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		c.log.Error("delete Addon", "addon", name, "err", err)
+		return
+	}
+	c.log.Info("removed add-on", "addon", name, "objects", len(objs))
+	delete(c.state, name)
+}

@@ -1,0 +1,43 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/bramble-pi/bramble/manifests"
+	"github.com/bramble-pi/bramble/pkg/deploy"
+	"github.com/bramble-pi/bramble/pkg/supervisor"
+)
+
+// ManifestsDir is where bundled and user manifests live.
+func (p Paths) ManifestsDir() string { return filepath.Join(p.root, "manifests") }
+
+// deployController applies the manifests directory. It starts at once and
+// does its work in the background, so it never delays the node.
+func (cp *ControlPlane) deployController(log *slog.Logger) supervisor.Component {
+	cfg := deploy.Config{
+		Dir:        cp.paths.ManifestsDir(),
+		Bundled:    manifests.FS,
+		Disabled:   cp.cfg.Disable,
+		Values:     deploy.Values{ClusterDNS: cp.cfg.ClusterDNS.String(), ClusterDomain: cp.cfg.ClusterDomain},
+		Kubeconfig: cp.creds.AdminKubeconfig,
+		Interval:   2 * time.Second,
+	}
+	return &supervisor.InProcess{ComponentName: "deploy", StopWait: 2 * time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
+		if err := deploy.WriteBundled(cfg); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error {
+			c, err := deploy.New(ctx, cfg, log)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			return c.Run(ctx)
+		}, nil
+	}}
+}

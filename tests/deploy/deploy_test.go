@@ -1,0 +1,135 @@
+// Package deploy tests the add-on controller against a real control plane:
+// user manifests applied, re-applied, pruned and removed; malformed files
+// reported by event without blocking others; bundled add-ons disabled.
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
+)
+
+const userManifest = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: user-app
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: user-app
+data:
+  color: %s
+`
+
+const extraConfigMap = `---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: extra
+  namespace: user-app
+data:
+  a: b
+`
+
+func TestManifestsDirectory(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := testutil.NewServer(t, "--disable-agent")
+	s.Start()
+	s.WaitReady(2 * time.Minute)
+	dir := filepath.Join(s.DataDir, "server", "manifests")
+
+	// Bundled add-ons are written and applied.
+	for _, name := range []string{"coredns", "traefik", "plumber-api"} {
+		testutil.WaitFor(t, 30*time.Second, "bundled "+name+" written", func() bool {
+			_, err := os.Stat(filepath.Join(dir, name+".yaml"))
+			return err == nil
+		})
+	}
+	testutil.WaitFor(t, 60*time.Second, "kube-dns service at the cluster DNS IP", func() bool {
+		out, _ := s.Kubectl("-n", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
+		return out == "10.43.0.10"
+	})
+	testutil.WaitFor(t, 30*time.Second, "plumber-api deployment", func() bool {
+		out, _ := s.Kubectl("-n", "plumber", "get", "deployment", "plumber-api", "-o", "name")
+		return out == "deployment.apps/plumber-api"
+	})
+
+	// A user manifest: applied, then edited, then an object removed, then the file removed.
+	write(t, filepath.Join(dir, "user.yaml"), strings.Replace(userManifest, "%s", "red", 1)+extraConfigMap)
+	testutil.WaitFor(t, 30*time.Second, "user manifest applied", func() bool {
+		out, _ := s.Kubectl("-n", "user-app", "get", "configmap", "settings", "-o", "jsonpath={.data.color}")
+		return out == "red"
+	})
+	write(t, filepath.Join(dir, "user.yaml"), strings.Replace(userManifest, "%s", "blue", 1))
+	testutil.WaitFor(t, 30*time.Second, "edited manifest re-applied", func() bool {
+		out, _ := s.Kubectl("-n", "user-app", "get", "configmap", "settings", "-o", "jsonpath={.data.color}")
+		return out == "blue"
+	})
+	testutil.WaitFor(t, 30*time.Second, "object dropped from the file is deleted", func() bool {
+		_, err := s.Kubectl("-n", "user-app", "get", "configmap", "extra")
+		return err != nil
+	})
+	if out := s.MustKubectl("-n", "kube-system", "get", "addon", "user", "-o", "jsonpath={.status.applied}"); out != "true" {
+		t.Errorf("Addon user applied = %q", out)
+	}
+
+	// A malformed file: an event naming it; the other files still applied.
+	write(t, filepath.Join(dir, "broken.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n")
+	write(t, filepath.Join(dir, "after-broken.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: still-applied\n  namespace: default\ndata:\n  ok: \"yes\"\n")
+	testutil.WaitFor(t, 30*time.Second, "event for the malformed file", func() bool {
+		out, _ := s.Kubectl("-n", "kube-system", "get", "events", "--field-selector", "involvedObject.name=broken", "-o", "jsonpath={.items[*].message}")
+		return strings.Contains(out, "broken.yaml") && strings.Contains(out, "malformed")
+	})
+	testutil.WaitFor(t, 30*time.Second, "a good file next to a broken one is applied", func() bool {
+		_, err := s.Kubectl("get", "configmap", "still-applied")
+		return err == nil
+	})
+	if !strings.Contains(s.Log.String(), "broken.yaml") {
+		t.Error("no log line names broken.yaml")
+	}
+	// An object the apiserver rejects: the event names file and object.
+	write(t, filepath.Join(dir, "bad-object.yaml"), "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad-svc\n  namespace: default\nspec:\n  ports:\n  - port: 99999\n")
+	testutil.WaitFor(t, 30*time.Second, "event naming the rejected object", func() bool {
+		out, _ := s.Kubectl("-n", "kube-system", "get", "events", "--field-selector", "involvedObject.name=bad-object", "-o", "jsonpath={.items[*].message}")
+		return strings.Contains(out, "bad-object.yaml") && strings.Contains(out, "Service default/bad-svc")
+	})
+
+	if err := os.Remove(filepath.Join(dir, "user.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "a removed file's objects are deleted", func() bool {
+		_, err1 := s.Kubectl("-n", "user-app", "get", "configmap", "settings")
+		out, _ := s.Kubectl("get", "namespace", "user-app", "-o", "jsonpath={.status.phase}")
+		return err1 != nil && (out == "" || out == "Terminating")
+	})
+
+	// --disable plumber-api on restart removes the Plumber API.
+	s.Stop(15 * time.Second)
+	s.Args = append(s.Args, "--disable", "plumber-api")
+	s.Start()
+	s.WaitReady(2 * time.Minute)
+	testutil.WaitFor(t, 60*time.Second, "disabled plumber-api removed", func() bool {
+		_, err := s.Kubectl("-n", "plumber", "get", "deployment", "plumber-api")
+		return err != nil
+	})
+	if _, err := os.Stat(filepath.Join(dir, "plumber-api.yaml")); err == nil {
+		t.Error("disabled add-on file still in the manifests directory")
+	}
+	if _, err := s.Kubectl("-n", "kube-system", "get", "service", "kube-dns"); err != nil {
+		t.Error("disabling plumber-api removed coredns too")
+	}
+	s.Stop(15 * time.Second)
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
