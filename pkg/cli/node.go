@@ -80,6 +80,9 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 	for _, w := range facts.Warnings() {
 		log.Warn(w)
 	}
+	if sc.BindAddress.IsLoopback() {
+		log.Warn("--bind-address is a loopback address: pods cannot reach the apiserver through the kubernetes Service", "bind-address", sc.BindAddress)
+	}
 	nodeIP := sc.AdvertiseAddress
 	if c.String("node-ip") != "" {
 		var err error

@@ -119,7 +119,6 @@ func NewServer(t testing.TB, args ...string) *Server {
 		"--data-dir", s.DataDir,
 		"--https-listen-port", strconv.Itoa(s.Port),
 		"--write-kubeconfig", s.Kubeconfig,
-		"--bind-address", "127.0.0.1",
 		"--config", filepath.Join(dir, "no-config.yaml"),
 	}, args...)
 	// Without an explicit --config the server would read /etc/bramble/config.yaml.

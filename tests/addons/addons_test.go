@@ -1,0 +1,184 @@
+// Package addons tests a fresh server with the air-gap images: CoreDNS,
+// Traefik and the R Plumber API come up by themselves and answer.
+package addons
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
+)
+
+var sysctls = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
+
+func TestBundledAddons(t *testing.T) {
+	testutil.RequireRoot(t)
+	root := testutil.RepoRoot(t)
+	airgap := filepath.Join(root, "dist", "bramble-airgap-images-"+testutil.Arch()+".tar.zst")
+	busybox := filepath.Join(root, "dist", "images", testutil.Arch(), "busybox.tar")
+	saved := map[string][]byte{}
+	for _, f := range sysctls {
+		saved[f], _ = os.ReadFile(f)
+	}
+	s := testutil.NewServer(t)
+	t.Cleanup(func() {
+		cmd := exec.Command(filepath.Join(root, "scripts", "bramble-killall.sh"))
+		cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+s.DataDir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("killall: %v\n%s", err, out)
+		}
+		for f, v := range saved {
+			_ = os.WriteFile(f, v, 0o644)
+		}
+	})
+	images := filepath.Join(s.DataDir, "agent", "images")
+	if err := os.MkdirAll(images, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{airgap, busybox} {
+		if err := os.Symlink(f, filepath.Join(images, filepath.Base(f))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begin := time.Now()
+	s.Start()
+	s.WaitReady(3 * time.Minute)
+
+	base := "http://127.0.0.1"
+	testutil.WaitFor(t, 4*time.Minute, "odd through the ingress", func() bool {
+		code, body := get(base + "/parity?int=15")
+		return code == 200 && strings.TrimSpace(body) == "odd"
+	})
+	t.Logf("first odd through Traefik %.1f s after start", time.Since(begin).Seconds())
+
+	if code, body := get(base + "/parity?int=4"); strings.TrimSpace(body) != "even" {
+		t.Errorf("/parity?int=4: %d %q", code, body)
+	}
+	if code, body := get(base + "/parity?int=abc"); code != 400 {
+		t.Errorf("/parity?int=abc: %d %q, want 400", code, body)
+	}
+
+	// /wait takes ~5 s while /parity keeps answering.
+	var waitTook time.Duration
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b := time.Now()
+		code, body := get(base + "/wait")
+		waitTook = time.Since(b)
+		if code != 200 || !strings.Contains(body, "time") {
+			t.Errorf("/wait: %d %q", code, body)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	b := time.Now()
+	if _, body := get(base + "/parity?int=7"); strings.TrimSpace(body) != "odd" {
+		t.Errorf("/parity during /wait: %q", body)
+	}
+	parityTook := time.Since(b)
+	wg.Wait()
+	t.Logf("/wait took %s; /parity meanwhile %s", waitTook, parityTook)
+	if waitTook < 4*time.Second || parityTook > 2*time.Second {
+		t.Errorf("/wait %s (want ~5 s), concurrent /parity %s (want well under /wait)", waitTook, parityTook)
+	}
+
+	// A pod resolves the Plumber service through CoreDNS.
+	s.MustKubectl("run", "dns", "--image=docker.io/bramble/busybox:test", "--image-pull-policy=Never", "--restart=Never",
+		"--command", "--", "nslookup", "plumber-api.plumber.svc.cluster.local")
+	testutil.WaitFor(t, 2*time.Minute, "DNS lookup pod finished", func() bool {
+		out, _ := s.Kubectl("get", "pod", "dns", "-o", "jsonpath={.status.phase}")
+		return out == "Succeeded" || out == "Failed"
+	})
+	svcIP := s.MustKubectl("-n", "plumber", "get", "service", "plumber-api", "-o", "jsonpath={.spec.clusterIP}")
+	if out := s.MustKubectl("logs", "dns"); !strings.Contains(out, svcIP) {
+		t.Errorf("nslookup did not answer %s:\n%s", svcIP, out)
+	}
+
+	// POST /fail to one pod: liveness restarts it; the Service keeps answering.
+	pod := s.MustKubectl("-n", "plumber", "get", "pods", "-l", "app.kubernetes.io/name=plumber-api", "-o", "jsonpath={.items[0].metadata.name}")
+	podIP := s.MustKubectl("-n", "plumber", "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
+	if code, _ := post("http://" + podIP + ":8000/fail"); code != 200 {
+		t.Errorf("POST /fail: %d", code)
+	}
+	failures := loop(t, base+"/parity?int=3", func() {
+		testutil.WaitFor(t, 90*time.Second, "failed pod restarted", func() bool {
+			rc, _ := s.Kubectl("-n", "plumber", "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].restartCount}")
+			return rc != "" && rc != "0"
+		})
+	})
+	t.Logf("requests failed while a pod was restarted by its liveness probe: %d", failures)
+
+	// rollout restart under load: no failed request.
+	testutil.WaitFor(t, 2*time.Minute, "all replicas ready", func() bool {
+		out, _ := s.Kubectl("-n", "plumber", "get", "deployment", "plumber-api", "-o", "jsonpath={.status.readyReplicas}")
+		return out == "3"
+	})
+	failures = loop(t, base+"/parity?int=3", func() {
+		s.MustKubectl("-n", "plumber", "rollout", "restart", "deployment/plumber-api")
+		s.MustKubectl("-n", "plumber", "rollout", "status", "deployment/plumber-api", "--timeout=4m")
+	})
+	if failures > 0 {
+		t.Errorf("%d requests failed during rollout restart, want 0", failures)
+	}
+	s.Stop(15 * time.Second)
+}
+
+// loop sends GETs to url until during returns and counts the failures.
+func loop(t *testing.T, url string, during func()) int {
+	t.Helper()
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sent.Add(1)
+			if code, body := get(url); code != 200 || strings.TrimSpace(body) != "odd" {
+				failed.Add(1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	during()
+	close(stop)
+	<-done
+	t.Logf("%d requests sent, %d failed", sent.Load(), failed.Load())
+	return int(failed.Load())
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func get(url string) (int, string) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func post(url string) (int, string) {
+	resp, err := client.Post(url, "text/plain", nil)
+	if err != nil {
+		return 0, fmt.Sprint(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
