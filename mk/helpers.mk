@@ -1,8 +1,10 @@
 # Helper executables containerd execs (runc, containerd-shim-runc-v2, CNI
-# plugins), built from their Go modules by scripts/build-helpers.sh and packed
-# into pkg/bundle/assets/helpers-$(ARCH).tar.zst (+ .sha256), which pkg/bundle
-# embeds. Included from the top-level Makefile: the archive is added to
-# EMBEDDED, so bin/bramble depends on it.
+# plugins) and crictl, built from their Go modules by scripts/build-helpers.sh
+# and packed into pkg/bundle/assets/helpers-$(ARCH).tar.zst (+ .sha256), which
+# pkg/bundle embeds. Included from the top-level Makefile: the archive is added
+# to EMBEDDED, so bin/bramble depends on it. Versions come from the script and
+# can be overridden from the environment (CRICTL_VERSION=v1.34.0 make helpers;
+# see the script's header).
 #
 #   make helpers                 # host arch (always asks the script: < 1 s when warm)
 #   make helpers ARCH=arm64      # cross (Debian gcc-aarch64-linux-gnu, libseccomp-dev:arm64)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build-helpers.sh: build the helper executables containerd must exec (runc,
-# containerd-shim-runc-v2 and the CNI plugins) from their Go modules and pack
-# them into one deterministic, zstd-compressed tar that pkg/bundle embeds.
+# containerd-shim-runc-v2 and the CNI plugins), plus crictl, from their Go
+# modules and pack them into one deterministic, zstd-compressed tar that
+# pkg/bundle embeds.
 #
 # Usage: scripts/build-helpers.sh [-a ARCH] [-o OUT]
 #
@@ -12,7 +13,8 @@
 #                        (a sidecar "$OUT.sha256" holds the archive's sha256)
 #   SECCOMP              auto (default) | yes | no: build runc with libseccomp
 #   ZSTD_LEVEL           zstd level, default 19 (20..22 imply --ultra)
-#   RUNC_VERSION, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, CNI_PLUGINS
+#   RUNC_VERSION, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, CNI_PLUGINS,
+#   CRICTL_VERSION
 #
 # Everything is built in throwaway modules under $CACHE_DIR/helpers, never in
 # the repo.
@@ -22,10 +24,13 @@ set -euo pipefail
 
 RUNC_VERSION="${RUNC_VERSION:-v1.5.2}"
 CNI_PLUGINS_VERSION="${CNI_PLUGINS_VERSION:-v1.9.1}"
+# Only some cri-tools tags are on the Go module proxy (others answer 403):
+# check with `go mod download -json sigs.k8s.io/cri-tools@VERSION`.
+CRICTL_VERSION="${CRICTL_VERSION:-v1.36.0}"
 # The shim must match the containerd bramble links in: read it from go.mod.
 CONTAINERD_DEFAULT_VERSION="v2.4.2"
 CNI_PLUGINS="${CNI_PLUGINS:-bridge host-local loopback portmap bandwidth firewall}"
-REQUIRED_BINS="runc containerd-shim-runc-v2 bridge host-local loopback portmap"
+REQUIRED_BINS="runc containerd-shim-runc-v2 bridge host-local loopback portmap crictl"
 ZSTD_LEVEL="${ZSTD_LEVEL:-19}"
 SECCOMP="${SECCOMP:-auto}"
 CACHE_DIR="${CACHE_DIR:-/var/cache/bramble-build}"
@@ -42,7 +47,7 @@ while getopts 'a:o:h' opt; do
 	case "$opt" in
 	a) ARCH="$OPTARG" ;;
 	o) OUT="$OPTARG" ;;
-	h) sed -n '2,20p' "$SELF"; exit 0 ;;
+	h) sed -n '2,22p' "$SELF"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
@@ -164,6 +169,8 @@ fi
 RUNC_TAGS="netgo osusergo urfave_cli_no_docs"
 [ "$USE_SECCOMP" = yes ] && RUNC_TAGS="seccomp $RUNC_TAGS"
 SHIM_TAGS="urfave_cli_no_docs no_grpc osusergo netgo static_build"
+# Not urfave_cli_no_docs: crictl's completion command needs the fish generator.
+CRICTL_LDFLAGS="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 
 # component_key NAME VERSION EXTRA...: the cache key of one component.
 component_key() {
@@ -172,7 +179,8 @@ component_key() {
 RUNC_KEY="$(component_key runc "$RUNC_VERSION" "$RUNC_TAGS" "$CC_VERSION" "$SECCOMP_VERSION")"
 SHIM_KEY="$(component_key shim "$CONTAINERD_VERSION" "$SHIM_TAGS")"
 CNI_KEY="$(component_key cni "$CNI_PLUGINS_VERSION" "$CNI_PLUGINS")"
-ARCHIVE_KEY="$(printf '%s\n' "$RUNC_KEY" "$SHIM_KEY" "$CNI_KEY" "$ZSTD_LEVEL" | sha)"
+CRICTL_KEY="$(component_key crictl "$CRICTL_VERSION" "$CRICTL_LDFLAGS")"
+ARCHIVE_KEY="$(printf '%s\n' "$RUNC_KEY" "$SHIM_KEY" "$CNI_KEY" "$CRICTL_KEY" "$ZSTD_LEVEL" | sha)"
 
 mkdir -p "$HCACHE/archives" "$HCACHE/bin/$ARCH" "$HCACHE/mod" "$HCACHE/tmp"
 # Serialise concurrent runs (different ARCHes share the module dirs).
@@ -223,18 +231,57 @@ export GOTOOLCHAIN=local GOWORK=off GOOS=linux GOARCH="$ARCH" GOARM \
 unset GOEXPERIMENT CGO_CFLAGS CGO_CPPFLAGS CGO_CXXFLAGS CGO_LDFLAGS
 [ -n "$GOARM" ] || unset GOARM
 
-# wrapper_module NAME MODULE VERSION: a throwaway main module that requires
-# exactly MODULE@VERSION (so MVS selects that module's own dependency versions).
+# wrapper_module NAME MODULE VERSION [EXTRA]: a throwaway main module that
+# requires exactly MODULE@VERSION (so MVS selects that module's own dependency
+# versions), with EXTRA (go.mod directives) appended.
 wrapper_module() {
 	local dir="$HCACHE/mod/$1" want
 	mkdir -p "$dir"
 	want="$(printf 'module bramble.invalid/helpers/%s\n\ngo %s\n\nrequire %s %s\n' \
 		"$1" "${GO_VERSION#go}" "$2" "$3")"
+	[ -z "${4:-}" ] || want="$want"$'\n\n'"$4"
 	if [ "$(cat "$dir/go.mod" 2>/dev/null || true)" != "$want" ]; then
 		printf '%s\n' "$want" >"$dir/go.mod"
 		rm -f "$dir/go.sum"
 	fi
 	printf '%s\n' "$dir"
+}
+
+# upstream_replaces MODULE VERSION: MODULE@VERSION's own replace directives
+# (only a main module's apply, so a wrapper must repeat them) as one replace
+# block, with relative directory targets made absolute in the module cache.
+# Prints nothing when there are none.
+upstream_replaces() {
+	local json gomod moddir
+	# Outside any module, so nothing is recorded anywhere.
+	json="$(cd "$HCACHE/tmp" && go mod download -json "$1@$2")" ||
+		die "cannot download $1@$2${json:+: $json}"
+	gomod="$(printf '%s\n' "$json" | sed -n 's/^\t"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+	moddir="$(printf '%s\n' "$json" | sed -n 's/^\t"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+	if [ ! -f "$gomod" ] || [ ! -d "$moddir" ]; then
+		die "go mod download $1@$2: no go.mod or source dir"
+	fi
+	go mod edit -print "$gomod" | awk -v dir="$moddir" '
+		{ sub(/[ \t]*\/\/.*/, "") }
+		/^replace[ \t]*\($/ { blk = 1; next }
+		blk && /^\)/ { blk = 0; next }
+		!blk && !/^replace[ \t]/ { next }
+		{
+			sub(/^replace[ \t]+/, ""); sub(/^[ \t]+/, "")
+			n = split($0, f, /[ \t]+/)
+			if (n < 3) next
+			arrow = (f[2] == "=>") ? 2 : 3
+			# A directory target (no version) relative to the module root.
+			if (n == arrow + 1 && f[n] ~ /^\.\.?\//) {
+				sub(/^\.\//, "", f[n])
+				f[n] = dir "/" f[n]
+			}
+			line = f[1]
+			for (i = 2; i <= n; i++) line = line " " f[i]
+			out = out "\t" line "\n"
+		}
+		END { if (out != "") printf "replace (\n%s)\n", out }
+	'
 }
 
 # check_static FILE: fail when FILE asks for a dynamic loader.
@@ -306,14 +353,25 @@ build_cni() {
 		-o "$1/" "${pkgs[@]}")
 }
 
+build_crictl() {
+	local dir mod=sigs.k8s.io/cri-tools replaces
+	# (set -e is off here: build_component calls this under ||.)
+	replaces="$(upstream_replaces "$mod" "$CRICTL_VERSION")" || return 1
+	[ -z "$replaces" ] || log "crictl: using $mod@$CRICTL_VERSION's replace directives"
+	dir="$(wrapper_module cri-tools "$mod" "$CRICTL_VERSION" "$replaces")" || return 1
+	(cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "$CRICTL_LDFLAGS" \
+		-o "$1/crictl" "$mod/cmd/crictl")
+}
+
 RUNC_DIR="$(build_component "runc-$RUNC_VERSION" "$RUNC_KEY" build_runc)"
 SHIM_DIR="$(build_component "shim-$CONTAINERD_VERSION" "$SHIM_KEY" build_shim)"
 CNI_DIR="$(build_component "cni-$CNI_PLUGINS_VERSION" "$CNI_KEY" build_cni)"
+CRICTL_DIR="$(build_component "crictl-$CRICTL_VERSION" "$CRICTL_KEY" build_crictl)"
 
 STAGE="$(mktemp -d "$HCACHE/tmp/stage.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 mkdir "$STAGE/bin"
-cp "$RUNC_DIR/runc" "$SHIM_DIR/containerd-shim-runc-v2" "$STAGE/bin/"
+cp "$RUNC_DIR/runc" "$SHIM_DIR/containerd-shim-runc-v2" "$CRICTL_DIR/crictl" "$STAGE/bin/"
 for p in $CNI_PLUGINS; do cp "$CNI_DIR/$p" "$STAGE/bin/"; done
 for b in $REQUIRED_BINS; do [ -f "$STAGE/bin/$b" ] || die "bin/$b missing"; done
 chmod 0755 "$STAGE/bin" "$STAGE"/bin/*
@@ -323,6 +381,8 @@ if [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ]; then
 	"$STAGE/bin/runc" --version >/dev/null || die "runc does not run"
 	"$STAGE/bin/containerd-shim-runc-v2" -v >/dev/null || die "shim does not run"
 	CNI_COMMAND=VERSION "$STAGE/bin/bridge" </dev/null >/dev/null || die "bridge does not run"
+	v="$("$STAGE/bin/crictl" --version </dev/null)" || die "crictl does not run"
+	[ "$v" = "crictl version $CRICTL_VERSION" ] || die "crictl --version says '$v'"
 	if [ "$USE_SECCOMP" = yes ]; then
 		"$STAGE/bin/runc" features | grep -q '"enabled": *true' || die "runc lacks seccomp"
 	fi
@@ -339,7 +399,7 @@ mv -f "$STAGE/archive.tar.zst.sha256" "$CACHED.sha256"
 mv -f "$STAGE/archive.tar.zst" "$CACHED"
 install_archive
 prune "$HCACHE/archives" "helpers-$ARCH-*.tar.zst"
-prune "$HCACHE/bin/$ARCH" "runc-*" "shim-*" "cni-*"
+prune "$HCACHE/bin/$ARCH" "runc-*" "shim-*" "cni-*" "crictl-*"
 
 for f in "$STAGE"/bin/*; do
 	log "  $(printf '%-26s %9s bytes' "bin/${f##*/}" "$(stat -c %s "$f")")"

@@ -95,6 +95,10 @@ func checkRuns(t *testing.T, bin string) {
 	if out := run(t, nil, filepath.Join(bin, "containerd-shim-runc-v2"), "-v"); !strings.Contains(out, "v2.") {
 		t.Errorf("shim -v: %q", out)
 	}
+	// Stamped with the release tag: "crictl version v1.36.0".
+	if out := run(t, nil, filepath.Join(bin, "crictl"), "--version"); !strings.HasPrefix(out, "crictl version v1.") {
+		t.Errorf("crictl --version: %q", out)
+	}
 }
 
 // checkLayout asserts dataDir/data holds exactly one complete hash dir.
@@ -109,7 +113,10 @@ func checkLayout(t *testing.T, dataDir string) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{lockName, Hash(), currentLink}; !slices.Equal(names, want) {
+	// os.ReadDir sorts by name, and where the hash sorts depends on its first digit.
+	want := []string{lockName, Hash(), currentLink}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
 		t.Errorf("data dir holds %v, want %v", names, want)
 	}
 	if cur, err := os.Readlink(filepath.Join(base, currentLink)); err != nil || cur != Hash() {
@@ -146,7 +153,7 @@ func TestExtract(t *testing.T) {
 	if msgs := rec.take(); len(msgs) != 2 || msgs[0] != "INFO extracting helper binaries" {
 		t.Errorf("first extraction logged %q", msgs)
 	}
-	for _, name := range []string{"runc", "containerd-shim-runc-v2", "bridge", "host-local", "loopback", "portmap"} {
+	for _, name := range []string{"runc", "containerd-shim-runc-v2", "bridge", "host-local", "loopback", "portmap", "crictl"} {
 		fi, err := os.Stat(filepath.Join(bin, name))
 		if err != nil {
 			t.Fatal(err)
@@ -285,7 +292,9 @@ func TestExtractConcurrentNoLock(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{Hash(), currentLink}; !slices.Equal(names, want) {
+	want := []string{Hash(), currentLink}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
 		t.Errorf("data dir holds %v, want %v", names, want)
 	}
 	if err := Verify(dir); err != nil {

@@ -26,6 +26,8 @@ func Main(argv []string) int {
 		return containerd.CtrMain(argv)
 	case "containerd":
 		return containerd.Main(argv)
+	case "crictl":
+		return crictlMain(argv)
 	}
 	// containerd is bramble re-executed; its flags are containerd's own.
 	if len(argv) > 1 && argv[1] == "containerd" {
@@ -78,6 +80,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						return cli.Exit("", code)
 					}
 					return nil
+				},
+			},
+			{
+				Name:            "crictl",
+				Usage:           "run crictl against this node's containerd",
+				SkipFlagParsing: true,
+				Action: func(c *cli.Context) error {
+					return cli.Exit("", crictlMain(append([]string{"crictl"}, c.Args().Slice()...)))
 				},
 			},
 			tokenCommand(),

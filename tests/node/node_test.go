@@ -68,10 +68,20 @@ func TestSingleNode(t *testing.T) {
 	if !strings.HasPrefix(clusterIP, "10.43.") {
 		t.Fatalf("cluster IP %q is not in 10.43.0.0/16", clusterIP)
 	}
+	// Until kube-proxy programs the Service, a packet to its IP would follow
+	// the default route off the machine: wait for the rule first.
+	testutil.WaitFor(t, 60*time.Second, "kube-proxy rule for the service", func() bool {
+		out, _ := exec.Command("iptables-save", "-t", "nat").Output()
+		return strings.Contains(string(out), "-d "+clusterIP+"/32")
+	})
 	var body string
 	testutil.WaitFor(t, 60*time.Second, "service answers through kube-proxy", func() bool {
 		body = httpGet("http://" + clusterIP + "/")
-		return strings.Contains(body, "hello-from-bramble")
+		if !strings.Contains(body, "hello-from-bramble") {
+			t.Logf("GET http://%s/: %.200s", clusterIP, body)
+			return false
+		}
+		return true
 	})
 	if out := s.MustKubectl("-n", "e2e", "logs", "web"); !strings.Contains(out, "serving") {
 		t.Errorf("kubectl logs: %q", out)
@@ -80,6 +90,15 @@ func TestSingleNode(t *testing.T) {
 		t.Errorf("kubectl exec: %q", out)
 	}
 	containerID := s.MustKubectl("-n", "e2e", "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].containerID}")
+	short := strings.TrimPrefix(containerID, "containerd://")
+	for _, tool := range [][]string{{"crictl", "ps", "-q"}, {"ctr", "containers", "ls", "-q"}} {
+		cmd := exec.Command(testutil.Binary(t), tool...)
+		cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+s.DataDir)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), short) {
+			t.Errorf("bramble %s: %v: %s does not list %s", strings.Join(tool, " "), err, out, short)
+		}
+	}
 
 	// Restart bramble: the pod's container keeps running, untouched.
 	s.Stop(15 * time.Second)
@@ -162,13 +181,16 @@ func assertClean(t *testing.T, dataDir string) {
 }
 
 func httpGet(url string) string {
-	c := &http.Client{Timeout: 3 * time.Second}
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get(url)
 	if err != nil {
-		return ""
+		return err.Error()
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("%s %v %s", resp.Status, resp.Header, b)
+	}
 	return string(b)
 }
 
