@@ -261,6 +261,9 @@ func (f Facts) Snapshotter() string {
 // Warnings lists conditions a node can run with but should log.
 func (f Facts) Warnings() []string {
 	var w []string
+	if f.CgroupV1() {
+		w = append(w, "cgroup v1 host: the kubelet runs with failCgroupV1=false; Kubernetes deprecates v1, move to cgroup v2 (systemd.unified_cgroup_hierarchy=1) when you can")
+	}
 	if f.Cgroup != CgroupModeNone && !f.HasController("pids") {
 		w = append(w, "the pids cgroup controller is missing: pod PID limits are not enforced")
 	}
