@@ -31,7 +31,7 @@ EMBEDDED   :=
 # The pause image, embedded in bramble (pkg/pause).
 PAUSE_ARCHIVE := pkg/pause/assets/pause-$(ARCH).tar
 EMBEDDED += $(PAUSE_ARCHIVE)
-$(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env
+$(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env | images-deps
 	$(IMAGES_ENV_VARS) $(IMAGES_SCRIPTS)/build.sh $(ARCH) pause
 	@mkdir -p $(dir $@)
 	cp dist/images/$(ARCH)/pause.tar $@
