@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -18,34 +17,12 @@ import (
 // first "odd" through the ingress; then, after idle, RSS of bramble,
 // containerd, the shims and every pod's processes.
 func addons(bin string, idle time.Duration) error {
-	root := filepath.Dir(filepath.Dir(bin))
-	dir, err := os.MkdirTemp("", "bramble-bench-addons-")
+	n, err := startNode(bin, filepath.Join("dist", "bramble-airgap-images-"+runtime.GOARCH+".tar.zst"))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	data := filepath.Join(dir, "data")
-	images := filepath.Join(data, "agent", "images")
-	if err := os.MkdirAll(images, 0o700); err != nil {
-		return err
-	}
-	airgap := filepath.Join(root, "dist", "bramble-airgap-images-"+runtime.GOARCH+".tar.zst")
-	if _, err := os.Stat(airgap); err != nil {
-		return fmt.Errorf("air-gap images (make airgap): %w", err)
-	}
-	if err := os.Symlink(airgap, filepath.Join(images, filepath.Base(airgap))); err != nil {
-		return err
-	}
-	p, err := start(bin, []string{"server", "--data-dir", data, "--write-kubeconfig", filepath.Join(dir, "kubeconfig"), "--config", "/dev/null"})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		p.stop(15 * time.Second)
-		cmd := exec.Command(filepath.Join(root, "scripts", "bramble-killall.sh"))
-		cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+data)
-		_ = cmd.Run()
-	}()
+	defer n.stop()
+	p, data := n.p, n.data
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -22,32 +22,12 @@ import (
 // Deployment to all Running, 500 ConfigMap creates; then, idle, memory of
 // bramble + containerd, CPU over 60 s and bytes written over 60 s.
 func node(bin string, idle time.Duration) error {
-	dir, err := os.MkdirTemp("", "bramble-bench-node-")
+	n, err := startNode(bin, filepath.Join("dist", "images", runtime.GOARCH, "busybox.tar"))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	data := filepath.Join(dir, "data")
-	busybox := filepath.Join(filepath.Dir(filepath.Dir(bin)), "dist", "images", runtime.GOARCH, "busybox.tar")
-	if err := os.MkdirAll(filepath.Join(data, "agent", "images"), 0o700); err != nil {
-		return err
-	}
-	if b, err := os.ReadFile(busybox); err == nil {
-		_ = os.WriteFile(filepath.Join(data, "agent", "images", "busybox.tar"), b, 0o600)
-	} else {
-		return fmt.Errorf("busybox test image (make test-images): %w", err)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	p, err := start(bin, []string{"server", "--data-dir", data, "--write-kubeconfig", kubeconfig, "--config", "/dev/null"})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		p.stop(15 * time.Second)
-		cmd := exec.Command(filepath.Join(filepath.Dir(filepath.Dir(bin)), "scripts", "bramble-killall.sh"))
-		cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+data)
-		_ = cmd.Run()
-	}()
+	defer n.stop()
+	p, data, kubeconfig := n.p, n.data, n.kubeconfig
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

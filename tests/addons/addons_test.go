@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,28 +17,13 @@ import (
 	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
-var sysctls = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
-
 func TestBundledAddons(t *testing.T) {
 	testutil.RequireRoot(t)
 	root := testutil.RepoRoot(t)
 	airgap := filepath.Join(root, "dist", "bramble-airgap-images-"+testutil.Arch()+".tar.zst")
 	busybox := filepath.Join(root, "dist", "images", testutil.Arch(), "busybox.tar")
-	saved := map[string][]byte{}
-	for _, f := range sysctls {
-		saved[f], _ = os.ReadFile(f)
-	}
 	s := testutil.NewServer(t)
-	t.Cleanup(func() {
-		cmd := exec.Command(filepath.Join(root, "scripts", "bramble-killall.sh"))
-		cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+s.DataDir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("killall: %v\n%s", err, out)
-		}
-		for f, v := range saved {
-			_ = os.WriteFile(f, v, 0o644)
-		}
-	})
+	testutil.CleanupNode(t, s)
 	images := filepath.Join(s.DataDir, "agent", "images")
 	if err := os.MkdirAll(images, 0o700); err != nil {
 		t.Fatal(err)

@@ -19,9 +19,6 @@ import (
 
 const busybox = "docker.io/bramble/busybox:test"
 
-// kernel settings the kubelet changes; put back after the test.
-var sysctls = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
-
 func TestSingleNode(t *testing.T) {
 	testutil.RequireRoot(t)
 	root := testutil.RepoRoot(t)
@@ -29,17 +26,8 @@ func TestSingleNode(t *testing.T) {
 	if _, err := os.Stat(image); err != nil {
 		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
 	}
-	saved := map[string][]byte{}
-	for _, f := range sysctls {
-		saved[f], _ = os.ReadFile(f)
-	}
 	s := testutil.NewServer(t)
-	t.Cleanup(func() {
-		killall(t, root, s.DataDir)
-		for f, v := range saved {
-			_ = os.WriteFile(f, v, 0o644)
-		}
-	})
+	testutil.CleanupNode(t, s)
 	imagesDir := filepath.Join(s.DataDir, "agent", "images")
 	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -120,7 +108,7 @@ func TestSingleNode(t *testing.T) {
 	}
 	s.Stop(15 * time.Second)
 
-	killall(t, root, s.DataDir)
+	testutil.Killall(t, s.DataDir)
 	assertClean(t, s.DataDir)
 }
 
@@ -134,15 +122,6 @@ func waitNodeReady(t *testing.T, s *testutil.Server, timeout time.Duration) stri
 		return ok && status == "True"
 	})
 	return name
-}
-
-func killall(t *testing.T, root, dataDir string) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(root, "scripts", "bramble-killall.sh"))
-	cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+dataDir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("bramble-killall.sh: %v\n%s", err, out)
-	}
 }
 
 // assertClean checks nothing of the node is left on the machine.

@@ -296,3 +296,33 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, ok func() bool) {
 	}
 	t.Fatalf("%s: not within %s", what, timeout)
 }
+
+// kernelSettings are the sysctls the kubelet changes; node tests put them back.
+var kernelSettings = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
+
+// CleanupNode makes a test that runs a node leave the machine as it found it:
+// after the test, bramble-killall.sh runs for the server's data dir and the
+// kernel settings the kubelet changed are restored. Call it before Start.
+func CleanupNode(t testing.TB, s *Server) {
+	t.Helper()
+	saved := map[string][]byte{}
+	for _, f := range kernelSettings {
+		saved[f], _ = os.ReadFile(f)
+	}
+	t.Cleanup(func() {
+		Killall(t, s.DataDir)
+		for f, v := range saved {
+			_ = os.WriteFile(f, v, 0o644)
+		}
+	})
+}
+
+// Killall runs scripts/bramble-killall.sh for a data dir.
+func Killall(t testing.TB, dataDir string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(RepoRoot(t), "scripts", "bramble-killall.sh"))
+	cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+dataDir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("bramble-killall.sh: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// nodeRun is a `bramble server` with its node, started for a scenario.
+type nodeRun struct {
+	p          *proc
+	dir        string
+	data       string
+	kubeconfig string
+	root       string
+}
+
+// startNode starts a server with a node in a fresh data dir, with the given
+// image archives (paths relative to the repository) linked into agent/images.
+func startNode(bin string, images ...string) (*nodeRun, error) {
+	root := filepath.Dir(filepath.Dir(bin))
+	dir, err := os.MkdirTemp("", "bramble-bench-")
+	if err != nil {
+		return nil, err
+	}
+	n := &nodeRun{dir: dir, data: filepath.Join(dir, "data"), kubeconfig: filepath.Join(dir, "kubeconfig"), root: root}
+	imagesDir := filepath.Join(n.data, "agent", "images")
+	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
+		return nil, err
+	}
+	for _, img := range images {
+		src := filepath.Join(root, img)
+		if _, err := os.Stat(src); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("image archive (make test-images airgap): %w", err)
+		}
+		if err := os.Symlink(src, filepath.Join(imagesDir, filepath.Base(src))); err != nil {
+			return nil, err
+		}
+	}
+	n.p, err = start(bin, []string{"server", "--data-dir", n.data, "--write-kubeconfig", n.kubeconfig, "--config", "/dev/null"})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return n, nil
+}
+
+// stop stops bramble, removes what the node left behind and the data dir.
+func (n *nodeRun) stop() {
+	n.p.stop(15 * time.Second)
+	cmd := exec.Command(filepath.Join(n.root, "scripts", "bramble-killall.sh"))
+	cmd.Env = append(os.Environ(), "BRAMBLE_DATA_DIR="+n.data)
+	_ = cmd.Run()
+	os.RemoveAll(n.dir)
+}
