@@ -102,7 +102,9 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		return cfg, err
 	}
 	if c.String("cluster-dns") == "" {
-		cfg.ClusterDNS = nthIP(cfg.ServiceCIDR, 10)
+		if cfg.ClusterDNS, err = server.NthIP(cfg.ServiceCIDR, 10); err != nil {
+			return cfg, fmt.Errorf("--cluster-dns not set and --service-cidr is too small for the default: %w", err)
+		}
 	} else if cfg.ClusterDNS, err = ipFlag(c, "cluster-dns"); err != nil {
 		return cfg, err
 	}
@@ -145,14 +147,6 @@ func cidrFlag(c *cli.Context, name string) (*net.IPNet, error) {
 		return nil, fmt.Errorf("--%s: %q is not a CIDR like 10.42.0.0/16", name, c.String(name))
 	}
 	return n, nil
-}
-
-// nthIP is the n-th address of a network.
-func nthIP(n *net.IPNet, i byte) net.IP {
-	ip := make(net.IP, len(n.IP))
-	copy(ip, n.IP)
-	ip[len(ip)-1] += i
-	return ip
 }
 
 // defaultNodeIP is the source address of the default route, else the first

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/k3s-io/kine/pkg/drivers/generic"
+	"github.com/k3s-io/kine/pkg/drivers/sqlite"
 	"github.com/k3s-io/kine/pkg/endpoint"
 )
 
@@ -67,12 +68,10 @@ func (d *Datastore) endpoint() string {
 	if d.cfg.Endpoint != "" {
 		return d.cfg.Endpoint
 	}
-	return "sqlite://" + d.SQLitePath() + "?" + sqliteParams
+	// kine's defaults: WAL with synchronous=NORMAL batches fsyncs (kind to SD
+	// cards); a busy timeout rides out compaction.
+	return "sqlite://" + d.SQLitePath() + "?" + sqlite.DefaultParams
 }
-
-// sqliteParams: WAL with synchronous=NORMAL batches fsyncs (kind to SD cards);
-// a busy timeout rides out compaction.
-const sqliteParams = "_journal_mode=WAL&_busy_timeout=30000&_synchronous=NORMAL&_txlock=immediate&_stmt_cache_size=20&cache=shared"
 
 // Start opens the backend and serves the etcd API on the socket.
 func (d *Datastore) Start(ctx context.Context) error {

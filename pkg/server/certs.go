@@ -24,6 +24,9 @@ type Credentials struct {
 	// CABundle is the server CA's PEM, the content served at /cacerts and
 	// hashed into the token.
 	CABundle []byte
+
+	// The CAs that sign node credentials (EnsureNodeCredentials).
+	serverCA, clientCA *pki.Authority
 }
 
 type clientCert struct {
@@ -92,6 +95,8 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 		ControllerKubeconfig: p.Cred("controller.kubeconfig"),
 		AdminKubeconfig:      p.Cred("admin.kubeconfig"),
 		CABundle:             serverCA.CertPEM,
+		serverCA:             serverCA,
+		clientCA:             clientCA,
 	}
 	local := cfg.APIServerURL()
 	for _, k := range []struct{ path, client string }{

@@ -54,16 +54,19 @@ func (p Paths) DBDir() string { return filepath.Join(p.root, "db") }
 func (p Paths) KineSocket() string { return filepath.Join(p.root, "kine.sock") }
 
 // ServiceIP is the first address of the service range: the kubernetes Service.
-func ServiceIP(cidr *net.IPNet) (net.IP, error) {
+func ServiceIP(cidr *net.IPNet) (net.IP, error) { return NthIP(cidr, 1) }
+
+// NthIP is the n-th address of a network (n < 256), which must lie inside it.
+func NthIP(cidr *net.IPNet, n byte) (net.IP, error) {
 	ip := cidr.IP.To4()
 	if ip == nil {
 		ip = cidr.IP.To16()
 	}
 	out := make(net.IP, len(ip))
 	copy(out, ip)
-	out[len(out)-1]++
+	out[len(out)-1] += n
 	if !cidr.Contains(out) {
-		return nil, fmt.Errorf("service CIDR %s has no room for the kubernetes service IP", cidr)
+		return nil, fmt.Errorf("network %s has no address number %d", cidr, n)
 	}
 	return out, nil
 }

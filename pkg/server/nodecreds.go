@@ -14,14 +14,7 @@ import (
 // the server's own node into dir (<data-dir>/agent/tls and kubeconfigs).
 func (cp *ControlPlane) EnsureNodeCredentials(nodeName string, nodeIP net.IP, dir string) (agent.Credentials, error) {
 	now := time.Now()
-	clientCA, err := pki.LoadOrCreateCA(cp.creds.ClientCA, keyOf(cp.creds.ClientCA), "bramble-client-ca", now)
-	if err != nil {
-		return agent.Credentials{}, err
-	}
-	serverCA, err := pki.LoadOrCreateCA(cp.creds.ServerCA, keyOf(cp.creds.ServerCA), "bramble-server-ca", now)
-	if err != nil {
-		return agent.Credentials{}, err
-	}
+	serverCA, clientCA := cp.creds.serverCA, cp.creds.clientCA
 	tls := func(name string) string { return filepath.Join(dir, "tls", name) }
 	nc := agent.Credentials{
 		ClientCA:            tls("client-ca.crt"),
