@@ -19,14 +19,13 @@ import (
 	"errors"
 	"strings"
 	"sync"
+
+	"github.com/bramble-pi/bramble/pkg/unpack"
 )
 
 // ErrNoHelpers is returned by Extract when this binary was built without the
 // helper archive (tag bramble_nohelpers, or an architecture it is not built for).
 var ErrNoHelpers = errors.New("bramble was built without the helper binaries archive (run make helpers)")
-
-// hashLen is the number of hex digits of the archive's sha256 in the directory name.
-const hashLen = 16
 
 // archiveSum returns the full hex sha256 of the embedded archive: the value the
 // build wrote next to it when it looks like one (no hashing at start: the Pi 3
@@ -36,7 +35,7 @@ var archiveSum = sync.OnceValue(func() string {
 	if len(archive) == 0 {
 		return ""
 	}
-	if f := strings.Fields(archiveSHA256); len(f) > 0 && isHexSHA256(f[0]) {
+	if f := strings.Fields(archiveSHA256); len(f) > 0 && unpack.IsHexSHA256(f[0]) {
 		return f[0]
 	}
 	sum := sha256.Sum256(archive)
@@ -47,23 +46,11 @@ var archiveSum = sync.OnceValue(func() string {
 // hex digits of the embedded archive's sha256), or "" when there is no archive.
 func Hash() string {
 	s := archiveSum()
-	if len(s) < hashLen {
+	if len(s) < unpack.HashLen {
 		return ""
 	}
-	return s[:hashLen]
+	return s[:unpack.HashLen]
 }
 
 // ArchiveSize returns the size in bytes of the embedded compressed archive.
 func ArchiveSize() int { return len(archive) }
-
-func isHexSHA256(s string) bool {
-	if len(s) != 2*sha256.Size {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}

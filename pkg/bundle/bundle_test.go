@@ -20,7 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/bramble-pi/bramble/pkg/unpack"
+	"github.com/bramble-pi/bramble/pkg/unpack/unpacktest"
 )
 
 // Set in a subprocess started by TestExtractConcurrent: extract and exit.
@@ -114,7 +115,7 @@ func checkLayout(t *testing.T, dataDir string) {
 		names = append(names, e.Name())
 	}
 	// os.ReadDir sorts by name, and where the hash sorts depends on its first digit.
-	want := []string{lockName, Hash(), currentLink}
+	want := []string{unpack.LockName, Hash(), currentLink}
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
 		t.Errorf("data dir holds %v, want %v", names, want)
@@ -130,7 +131,7 @@ func checkLayout(t *testing.T, dataDir string) {
 func TestHash(t *testing.T) {
 	needArchive(t)
 	sum := sha256.Sum256(archive)
-	if want := hex.EncodeToString(sum[:])[:hashLen]; Hash() != want {
+	if want := hex.EncodeToString(sum[:])[:unpack.HashLen]; Hash() != want {
 		t.Fatalf("Hash() = %q, archive sha256 starts %q (stale .sha256 sidecar?)", Hash(), want)
 	}
 }
@@ -264,44 +265,6 @@ func TestExtractConcurrent(t *testing.T) {
 	checkRuns(t, want)
 }
 
-// Without the flock, racers all extract and the atomic rename picks one.
-func TestExtractConcurrentNoLock(t *testing.T) {
-	needArchive(t)
-	useLock = false
-	defer func() { useLock = true }()
-	dir := t.TempDir()
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	start := make(chan struct{})
-	for i := range 8 {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = Extract(dir, nil)
-		})
-	}
-	close(start)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("goroutine %d: %v", i, err)
-		}
-	}
-	// No lock file this time, and nothing else left over.
-	entries, _ := os.ReadDir(filepath.Join(dir, "data"))
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	want := []string{Hash(), currentLink}
-	slices.Sort(want)
-	if !slices.Equal(names, want) {
-		t.Errorf("data dir holds %v, want %v", names, want)
-	}
-	if err := Verify(dir); err != nil {
-		t.Error(err)
-	}
-}
-
 func TestExtractRepairs(t *testing.T) {
 	needArchive(t)
 	damage := map[string]func(t *testing.T, bin string){
@@ -327,7 +290,7 @@ func TestExtractRepairs(t *testing.T) {
 			}
 		},
 		"no manifest": func(t *testing.T, bin string) {
-			if err := os.Remove(filepath.Join(filepath.Dir(bin), manifestName)); err != nil {
+			if err := os.Remove(filepath.Join(filepath.Dir(bin), ".manifest.json")); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -405,99 +368,11 @@ func TestVerifyDetectsContent(t *testing.T) {
 	}
 }
 
-type entry struct {
-	name string
-	typ  byte
-	body string
-}
-
-func makeArchive(t *testing.T, entries ...entry) ([]byte, string) {
-	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	for _, e := range entries {
-		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o755, Size: int64(len(e.body))}
-		if e.typ == tar.TypeSymlink {
-			hdr.Linkname, hdr.Size = e.body, 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if hdr.Size > 0 {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	enc, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := enc.EncodeAll(tb.Bytes(), nil)
-	sum := sha256.Sum256(data)
-	return data, hex.EncodeToString(sum[:])
-}
-
-func TestRejectsBadArchives(t *testing.T) {
-	ok := entry{"bin/ok", tar.TypeReg, "#!/bin/sh\n"}
-	for name, e := range map[string]entry{
-		"dotdot":        {"bin/../../evil", tar.TypeReg, "x"},
-		"leading":       {"../evil", tar.TypeReg, "x"},
-		"absolute":      {"/tmp/evil", tar.TypeReg, "x"},
-		"symlink":       {"bin/link", tar.TypeSymlink, "/etc/passwd"},
-		"duplicate":     ok,
-		"reserved name": {manifestName, tar.TypeReg, "{}"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			data, sum := makeArchive(t, ok, e)
-			if _, err := extract(dir, data, sum, nil); err == nil {
-				t.Fatal("extract accepted the archive")
-			} else {
-				t.Log(err)
-			}
-			entries, _ := os.ReadDir(filepath.Join(dir, "data"))
-			for _, e := range entries {
-				if e.Name() != lockName {
-					t.Errorf("left %s behind", e.Name())
-				}
-			}
-			if _, err := os.Lstat(filepath.Join(filepath.Dir(dir), "evil")); err == nil {
-				t.Error("wrote outside the data dir")
-			}
-		})
-	}
-
-	t.Run("hash mismatch", func(t *testing.T) {
-		data, _ := makeArchive(t, ok)
-		_, err := extract(t.TempDir(), data, strings.Repeat("ab", 32), nil)
-		if err == nil || !strings.Contains(err.Error(), "sha256") {
-			t.Fatalf("err = %v", err)
-		}
-	})
-	t.Run("truncated archive", func(t *testing.T) {
-		data, _ := makeArchive(t, ok, entry{"bin/big", tar.TypeReg, strings.Repeat("y", 100000)})
-		data = data[:len(data)-20]
-		sum := sha256.Sum256(data)
-		if _, err := extract(t.TempDir(), data, hex.EncodeToString(sum[:]), nil); err == nil {
-			t.Fatal("extract accepted a truncated archive")
-		}
-	})
-	t.Run("no archive", func(t *testing.T) {
-		if _, err := extract(t.TempDir(), nil, "", nil); !errors.Is(err, ErrNoHelpers) {
-			t.Fatalf("err = %v", err)
-		}
-	})
-}
-
 // Upgrading swaps current to the new hash dir and keeps previous.
 func TestCurrentAndPrevious(t *testing.T) {
 	dir := t.TempDir()
-	a, sumA := makeArchive(t, entry{"bin/", tar.TypeDir, ""}, entry{"bin/x", tar.TypeReg, "a"})
-	b, sumB := makeArchive(t, entry{"bin/x", tar.TypeReg, "b"})
+	a, sumA := unpacktest.Archive(t, unpacktest.Entry{Name: "bin/", Type: tar.TypeDir}, unpacktest.File("bin/x", "a"))
+	b, sumB := unpacktest.Archive(t, unpacktest.File("bin/x", "b"))
 	for _, s := range []struct {
 		data []byte
 		sum  string
@@ -506,15 +381,15 @@ func TestCurrentAndPrevious(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := filepath.Join(dir, "data", s.sum[:hashLen], "bin"); bin != want {
+		if want := filepath.Join(dir, "data", s.sum[:unpack.HashLen], "bin"); bin != want {
 			t.Fatalf("bin = %s, want %s", bin, want)
 		}
 	}
 	base := filepath.Join(dir, "data")
-	if l, _ := os.Readlink(filepath.Join(base, currentLink)); l != sumB[:hashLen] {
+	if l, _ := os.Readlink(filepath.Join(base, currentLink)); l != sumB[:unpack.HashLen] {
 		t.Errorf("current -> %s", l)
 	}
-	if l, _ := os.Readlink(filepath.Join(base, previousLink)); l != sumA[:hashLen] {
+	if l, _ := os.Readlink(filepath.Join(base, previousLink)); l != sumA[:unpack.HashLen] {
 		t.Errorf("previous -> %s", l)
 	}
 	if got, _ := os.ReadFile(filepath.Join(base, currentLink, "bin", "x")); string(got) != "b" {
@@ -522,69 +397,15 @@ func TestCurrentAndPrevious(t *testing.T) {
 	}
 }
 
-func TestStaleTempRemoved(t *testing.T) {
-	dir := t.TempDir()
-	base := filepath.Join(dir, "data")
-	stale := filepath.Join(base, tmpPrefix+"crashed")
-	fresh := filepath.Join(base, tmpPrefix+"racer")
-	for _, d := range []string{stale, fresh} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(stale, old, old); err != nil {
-		t.Fatal(err)
-	}
-	data, sum := makeArchive(t, entry{"bin/x", tar.TypeReg, "x"})
-	if _, err := extract(dir, data, sum, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(stale); err == nil {
-		t.Error("stale temp dir kept")
-	}
-	if _, err := os.Stat(fresh); err != nil {
-		t.Error("recent temp dir removed")
-	}
-}
-
-func TestSameTime(t *testing.T) {
-	const rec = int64(1_700_000_000_123_456_789)
-	for _, c := range []struct {
-		got  int64
-		want bool
-	}{
-		{rec, true},
-		{rec - 456_789, true},             // kept in µs
-		{rec - 123_456_789, true},         // kept in seconds
-		{rec + 1, false},                  // written later
-		{rec + int64(time.Second), false}, // written later
-		{rec - int64(time.Second), false}, // set back by utimes
-	} {
-		if got := sameTime(c.got, rec); got != c.want {
-			t.Errorf("sameTime(%d, %d) = %v", c.got, rec, got)
-		}
-	}
-}
-
-func TestNestedDirs(t *testing.T) {
-	dir := t.TempDir()
-	data, sum := makeArchive(t, entry{"a/b/c/x", tar.TypeReg, "x"}, entry{"bin/y", tar.TypeReg, "y"})
-	bin, err := extract(dir, data, sum, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"a", "a/b", "a/b/c", "bin"} {
-		fi, err := os.Stat(filepath.Join(filepath.Dir(bin), p))
-		if err != nil || fi.Mode() != fs0755Dir {
-			t.Errorf("%s: %v %v", p, fi, err)
-		}
+func TestNoArchive(t *testing.T) {
+	if _, err := extract(t.TempDir(), nil, "", nil); !errors.Is(err, ErrNoHelpers) {
+		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestRelativeDataDir(t *testing.T) {
 	t.Chdir(t.TempDir())
-	data, sum := makeArchive(t, entry{"bin/x", tar.TypeReg, "x"})
+	data, sum := unpacktest.Archive(t, unpacktest.File("bin/x", "x"))
 	bin, err := extract("rel", data, sum, nil)
 	if err != nil {
 		t.Fatal(err)
