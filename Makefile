@@ -27,6 +27,7 @@ EMBEDDED   :=
 
 -include mk/helpers.mk
 -include mk/images.mk
+-include mk/release.mk
 
 # The pause image, embedded in bramble (pkg/pause).
 PAUSE_ARCHIVE := pkg/pause/assets/pause-$(ARCH).tar
@@ -50,7 +51,7 @@ deps:
 	@scripts/deps.sh
 
 # Images the tests run: the bundled ones, the air-gap archive, and busybox.
-TEST_PREREQS := images test-images airgap
+TEST_PREREQS := images test-images airgap release-test-binaries
 
 test: deps build $(TEST_PREREQS)
 	go test -count=1 ./pkg/...

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages the build and the tests need, only when missing.
+# Usage: scripts/deps.sh [EXTRA-PACKAGE...] (e.g. the release cross compilers)
 set -eu
 need=""
-for pkg in gcc libc6-dev iproute2 iptables; do
+for pkg in gcc libc6-dev iproute2 iptables "$@"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
