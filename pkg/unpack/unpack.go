@@ -52,7 +52,7 @@ const (
 	dirMode  = 0o755
 	fileMode = 0o755 // every entry is an executable; nothing secret in them
 
-	maxUnpacked  = 2 << 30   // refuse archives that unpack to more than this
+	maxUnpacked  = 1 << 30   // refuse archives that unpack to more than this
 	maxWindow    = 128 << 20 // zstd window limit (level 19 uses 8 MiB, --long=27 128 MiB)
 	lockPoll     = 20 * time.Millisecond
 	lockPollMax  = 250 * time.Millisecond
