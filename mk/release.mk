@@ -7,6 +7,7 @@
 #   make release-test-binaries  what tests/release needs (in TEST_PREREQS): the
 #                               three binaries packed fast (zstd -3), qemu binfmt
 #                               for arm64/armhf; no arm air-gap tarballs
+#   make release-bin-<arch>     one binary, e.g. release-bin-arm64
 #   make release-deps           Debian cross compilers + zstd (only when missing)
 #   make release-clean          remove the release files from dist/
 #
@@ -72,6 +73,10 @@ release-test-binaries: release-deps
 	@$(MAKE) --no-print-directory ARCH=arm images-deps
 	$(foreach a,$(RELEASE_ARCHES),$(call release_binary,$(a),$(RELEASE_TEST_ZSTD_LEVEL)))
 	@$(release_sums)
+
+# One arch, e.g. make release-bin-arm64 (RELEASE_ZSTD_LEVEL=3: quick to pack).
+release-bin-%: release-deps
+	$(call release_binary,$*,$(RELEASE_ZSTD_LEVEL))
 
 release-deps:
 	@scripts/deps.sh $(RELEASE_CROSS_PKGS)
