@@ -77,6 +77,7 @@ release-test-binaries: release-deps
 # One arch, e.g. make release-bin-arm64 (RELEASE_ZSTD_LEVEL=3: quick to pack).
 release-bin-%: release-deps
 	$(call release_binary,$*,$(RELEASE_ZSTD_LEVEL))
+	@$(release_sums)
 
 release-deps:
 	@scripts/deps.sh $(RELEASE_CROSS_PKGS)
