@@ -14,6 +14,10 @@
 #   ZSTD_LONG        zstd long-distance window log, default 27 (128 MiB;
 #                    the launcher accepts up to 27), 0 to turn it off
 #   CACHE_DIR        default /var/cache/bramble-build (uses release/)
+#   RELEASE_CGO      1: cgo, static glibc, mattn/go-sqlite3 (default for amd64
+#                    and arm64); 0: pure Go, kine's modernc.org/sqlite (default
+#                    for armhf: a static glibc bramble for armhf crashes at
+#                    start, in glibc's IRELATIVE/ifunc set-up, before Go runs)
 #
 # Needs the embedded assets of ARCH in the tree (make helpers ARCH=...,
 # pkg/pause/assets/pause-<goarch>.tar): mk/release.mk makes them first.
@@ -47,20 +51,24 @@ done
 { [ -n "$ARCH" ] && [ -n "$OUT" ]; } || die "usage: $0 -a amd64|arm64|armhf -o OUT"
 [ -n "${RELEASE_LDFLAGS:-}" ] || die "RELEASE_LDFLAGS is not set (run through make release)"
 
-GOARM=""
+GOARM="" CGO=1
 case "$ARCH" in
 amd64) GOARCH=amd64; DEB_ARCH=amd64; TRIPLET=x86_64-linux-gnu ;;
 arm64) GOARCH=arm64; DEB_ARCH=arm64; TRIPLET=aarch64-linux-gnu ;;
-armhf) GOARCH=arm; GOARM=7; DEB_ARCH=armhf; TRIPLET=arm-linux-gnueabihf ;;
+armhf) GOARCH=arm; GOARM=7; DEB_ARCH=armhf; TRIPLET=arm-linux-gnueabihf; CGO=0 ;;
 *) die "unsupported ARCH '$ARCH' (want amd64, arm64 or armhf)" ;;
 esac
-if [ "$DEB_ARCH" = "$(dpkg --print-architecture 2>/dev/null || true)" ]; then
+CGO="${RELEASE_CGO:-$CGO}"
+if [ "$CGO" = 0 ]; then
+	CC_BIN=none
+elif [ "$DEB_ARCH" = "$(dpkg --print-architecture 2>/dev/null || true)" ]; then
 	CC_BIN=gcc
 else
 	CC_BIN="$TRIPLET-gcc"
 fi
-command -v "$CC_BIN" >/dev/null 2>&1 ||
+if [ "$CGO" != 0 ] && ! command -v "$CC_BIN" >/dev/null 2>&1; then
 	die "$CC_BIN not found: run make release-deps (gcc-${TRIPLET//_/-}, libc6-dev-$DEB_ARCH-cross)"
+fi
 command -v zstd >/dev/null 2>&1 || die "zstd not found: run make release-deps"
 
 ASSETS=("pkg/bundle/assets/helpers-$GOARCH.tar.zst" "pkg/bundle/assets/helpers-$GOARCH.tar.zst.sha256"
@@ -81,9 +89,10 @@ source_list() {
 }
 SOURCES_SHA="$( (cd "$ROOT" && source_list | xargs -0 sha256sum && sha256sum go.mod go.sum "${ASSETS[@]}") | sha)"
 GO_VERSION="$(go env GOVERSION)"
-CC_VERSION="$("$CC_BIN" --version | head -n1)"
+CC_VERSION=none
+[ "$CGO" = 0 ] || CC_VERSION="$("$CC_BIN" --version | head -n1)"
 SCRIPT_SHA="$(sha <"$SELF")"
-BUILD_KEY="$(printf '%s\n' "$SCRIPT_SHA" "$ARCH" "$GO_VERSION" "$CC_VERSION" "$GO_TAGS" \
+BUILD_KEY="$(printf '%s\n' "$SCRIPT_SHA" "$ARCH" "$CGO" "$GO_VERSION" "$CC_VERSION" "$GO_TAGS" \
 	"$RELEASE_LDFLAGS" "$SOURCES_SHA" | sha)"
 PACK_KEY="$(printf '%s\n' "$BUILD_KEY" "$ZSTD_LEVEL" "$ZSTD_LONG" "$(zstd --version)" | sha)"
 
@@ -126,16 +135,21 @@ trap 'rm -rf "$TMP"' EXIT
 if [ -s "$RAW" ]; then
 	log "$ARCH: cached raw binary ($(stat -c %s "$RAW") bytes)"
 else
-	log "$ARCH: building bramble (GOARCH=$GOARCH${GOARM:+ GOARM=$GOARM}, CC=$CC_BIN, static) ..."
+	log "$ARCH: building bramble (GOARCH=$GOARCH${GOARM:+ GOARM=$GOARM}, CGO_ENABLED=$CGO, CC=$CC_BIN, static) ..."
 	t0="$(date +%s)"
-	# Static: one file that runs on any glibc or musl distribution. netgo and
-	# osusergo keep glibc's NSS out; the linker's warnings about dlopen (SQLite
-	# extensions, pkcs11, plugin: none used) are filtered out.
-	(cd "$ROOT" && CGO_ENABLED=1 CC="$CC_BIN" \
-		GOFLAGS="-buildvcs=false -trimpath -tags=$GO_TAGS" \
-		go build -ldflags "$RELEASE_LDFLAGS -linkmode external -extldflags -static" \
-		-o "$TMP/bramble" ./cmd/bramble) 2> >(grep -v -e 'statically linked applications requires at runtime' \
-		-e 'in function' -e '^/usr/bin/.*: warning:' >&2)
+	if [ "$CGO" = 0 ]; then
+		(cd "$ROOT" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath -tags=$GO_TAGS" \
+			go build -ldflags "$RELEASE_LDFLAGS" -o "$TMP/bramble" ./cmd/bramble)
+	else
+		# Static: one file that runs on any glibc or musl distribution. netgo
+		# and osusergo keep glibc's NSS out; the linker's warnings about dlopen
+		# (SQLite extensions, pkcs11, plugin: none used) are filtered out.
+		(cd "$ROOT" && CGO_ENABLED=1 CC="$CC_BIN" \
+			GOFLAGS="-buildvcs=false -trimpath -tags=$GO_TAGS" \
+			go build -ldflags "$RELEASE_LDFLAGS -linkmode external -extldflags -static" \
+			-o "$TMP/bramble" ./cmd/bramble) 2> >(grep -v -e 'statically linked applications requires at runtime' \
+			-e 'in function' -e '^/usr/bin/.*: warning:' >&2)
+	fi
 	if readelf -lW "$TMP/bramble" | grep -q 'Requesting program interpreter'; then
 		die "$ARCH: bramble is dynamically linked"
 	fi
