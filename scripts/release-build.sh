@@ -21,8 +21,9 @@
 #
 # Needs the embedded assets of ARCH in the tree (make helpers ARCH=...,
 # pkg/pause/assets/pause-<goarch>.tar): mk/release.mk makes them first.
-# Both steps are cached by a content hash of their inputs (sources, go.mod,
-# go.sum, the arch's assets, flags, toolchains, this script): the raw binary
+# Both steps are cached by a content hash of their inputs (the module's files
+# both programs are built from, as go list reports them, with the embedded
+# assets; go.mod, go.sum, flags, toolchains, this script): the raw binary
 # under $CACHE_DIR/release/raw, the packed one under $CACHE_DIR/release/bin.
 # A warm run with nothing changed hashes the inputs and copies one file.
 set -euo pipefail
@@ -81,13 +82,28 @@ done
 
 sha() { sha256sum | cut -c1-64; }
 
-# The Go sources bramble and the launcher are built from, without tests and
-# without other architectures' assets or payloads.
+export GOOS=linux GOARCH GOTOOLCHAIN=local GOWORK=off
+if [ -n "$GOARM" ]; then export GOARM; else unset GOARM; fi
+unset GOEXPERIMENT CGO_CFLAGS CGO_CPPFLAGS CGO_CXXFLAGS CGO_LDFLAGS
+
+# The files of this module that bramble and the launcher are built from, for
+# this arch (build constraints applied): Go, C and embedded files.
+# shellcheck disable=SC2016 # a Go template, not shell
+LIST_FMT='{{if .Module}}{{if .Module.Main}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}
+{{end}}{{range .CgoFiles}}{{$d}}/{{.}}
+{{end}}{{range .CFiles}}{{$d}}/{{.}}
+{{end}}{{range .HFiles}}{{$d}}/{{.}}
+{{end}}{{range .SFiles}}{{$d}}/{{.}}
+{{end}}{{range .EmbedFiles}}{{$d}}/{{.}}
+{{end}}{{end}}{{end}}'
 source_list() {
-	(cd "$ROOT" && find cmd pkg manifests -type f \( -name '*.go' -o -path 'manifests/*' \) \
-		! -name '*_test.go' ! -path 'cmd/launcher/payload/*' -print0 | LC_ALL=C sort -z)
+	(cd "$ROOT" &&
+		GOFLAGS=-buildvcs=false CGO_ENABLED=$CGO go list -deps -tags "$GO_TAGS" -f "$LIST_FMT" ./cmd/bramble &&
+		GOFLAGS=-buildvcs=false CGO_ENABLED=0 go list -deps -f "$LIST_FMT" ./cmd/launcher) | LC_ALL=C sort -u
 }
-SOURCES_SHA="$( (cd "$ROOT" && source_list | xargs -0 sha256sum && sha256sum go.mod go.sum "${ASSETS[@]}") | sha)"
+FILES="$(source_list)" || die "go list failed"
+SOURCES_SHA="$( (cd "$ROOT" && printf '%s\n' "$FILES" | tr '\n' '\0' | xargs -0 sha256sum &&
+	sha256sum go.mod go.sum) | sed "s#  $ROOT/#  #" | sha)"
 GO_VERSION="$(go env GOVERSION)"
 CC_VERSION=none
 [ "$CGO" = 0 ] || CC_VERSION="$("$CC_BIN" --version | head -n1)"
@@ -122,10 +138,6 @@ keep() {
 	find "$1" -maxdepth 1 -name "$2*" ! -name '*.info' -printf '%T@ %p\n' | sort -rn | tail -n +3 |
 		cut -d' ' -f2- | while IFS= read -r old; do rm -f "$old" "$old.info"; done
 }
-
-export GOOS=linux GOARCH GOTOOLCHAIN=local GOWORK=off
-if [ -n "$GOARM" ]; then export GOARM; else unset GOARM; fi
-unset GOEXPERIMENT CGO_CFLAGS CGO_CPPFLAGS CGO_CXXFLAGS CGO_LDFLAGS
 
 TMP="$(mktemp -d "$RCACHE/tmp/$ARCH.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
