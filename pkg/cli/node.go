@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -116,4 +118,15 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 		return nil, fmt.Errorf("node credentials: %w", err)
 	}
 	return nodeParts(log, facts, cfg)
+}
+
+// announceNodeReady logs (and tells the service manager) once the node's
+// Ready condition is True: the moment scripts and systemd can rely on it.
+func announceNodeReady(ctx context.Context, log *slog.Logger, dataDir, nodeName string, start time.Time) {
+	kubeconfig := agent.CredentialFiles(filepath.Join(dataDir, "agent")).KubeletKubeconfig
+	if err := agent.WaitNodeReady(ctx, kubeconfig, nodeName); err != nil {
+		return
+	}
+	log.Info("node is Ready", "node", nodeName, "took", time.Since(start).Round(time.Millisecond))
+	notifyReady(log)
 }

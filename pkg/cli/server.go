@@ -62,6 +62,11 @@ func runServer(c *cli.Context) error {
 	}
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble server ready", "took", time.Since(start).Round(time.Millisecond), "node", runNode, "kubeconfig", cfg.KubeconfigPath)
+		if runNode {
+			go announceNodeReady(ctx, log, cfg.DataDir, cfg.NodeName, start)
+		} else {
+			notifyReady(log)
+		}
 	}))
 	log.Info("starting bramble server", "data-dir", cfg.DataDir, "port", cfg.HTTPSPort)
 	if err := sup.Run(ctx); err != nil {

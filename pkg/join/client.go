@@ -108,7 +108,14 @@ func FetchCA(ctx context.Context, server string) ([]byte, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, //nolint:gosec // checked against the token's hash
 	}}
-	body, _, err := do(ctx, client, http.MethodGet, server+CACertsPath, nil, nil)
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, server+CACertsPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	body, code, err := send(client, r)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("HTTP %d: %s", code, strings.TrimSpace(string(body)))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch CA from %s: %w", server, err)
 	}
@@ -176,21 +183,6 @@ func join(ctx context.Context, req Request, tok token.Token, password string, lo
 		return NodeResponse{}, fmt.Errorf("join %s: bad answer: %w", req.Server, err)
 	}
 	return resp, nil
-}
-
-func do(ctx context.Context, client *http.Client, method, u string, body io.Reader, h http.Header) ([]byte, int, error) {
-	r, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, 0, err
-	}
-	for k, v := range h {
-		r.Header[k] = v
-	}
-	data, code, err := send(client, r)
-	if err == nil && code != http.StatusOK {
-		err = fmt.Errorf("HTTP %d: %s", code, strings.TrimSpace(string(data)))
-	}
-	return data, code, err
 }
 
 func send(client *http.Client, r *http.Request) ([]byte, int, error) {
