@@ -22,8 +22,10 @@ LDFLAGS = -s -w $(K8S_LDFLAGS) \
 	-X github.com/bramble-pi/bramble/pkg/version.GitCommit=$(COMMIT) \
 	-X github.com/bramble-pi/bramble/pkg/version.Kubernetes=$(K8S_VERSION)
 
-GO_SOURCES := $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
+GO_SOURCES := $(shell find cmd pkg scripts -name '*.go' -not -name '*_test.go') scripts/bramble-killall.sh go.mod go.sum
 EMBEDDED   :=
+# The included mk/*.mk files define targets: keep `make` = `make all`.
+.DEFAULT_GOAL := all
 
 -include mk/helpers.mk
 -include mk/images.mk
