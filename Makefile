@@ -51,8 +51,15 @@ bin/bramble: $(GO_SOURCES) $(EMBEDDED)
 deps:
 	@scripts/deps.sh
 
-# Images the tests run: the bundled ones, the air-gap archive, and busybox.
-TEST_PREREQS := images test-images airgap
+# Images the tests run: the bundled ones, the air-gap archive, and busybox;
+# the Debian root filesystem tests/install installs into.
+TEST_PREREQS := images test-images airgap testroot
+
+# Debian bookworm minbase tarball for tests/install, cached in CACHE_DIR
+# (debootstrap once, about a minute; then instant).
+.PHONY: testroot
+testroot: deps
+	@CACHE_DIR=$(CACHE_DIR) scripts/testroot.sh >/dev/null
 
 test: deps build $(TEST_PREREQS)
 	go test -count=1 ./pkg/...

@@ -464,7 +464,7 @@ write_openrc_script() {
 	f="$TMP_DIR/openrc"
 	cat >"$f" <<EOF
 #!/sbin/openrc-run
-# shellcheck shell=sh disable=SC2034 # openrc-run reads these variables
+# shellcheck shell=sh disable=SC2034,SC1091 # openrc-run reads these variables; the env file is written at install
 description="bramble $CMD: a small Kubernetes for Raspberry Pi clusters"
 
 depend() {

@@ -1,9 +1,10 @@
 #!/bin/sh
+# shellcheck source-path=SCRIPTDIR
 # testroot.sh [ARCH]: builds (once) a fresh Debian root filesystem for the
 # install.sh tests (tests/install): debootstrap minbase of $DEBIAN_SUITE plus
 # curl and wget, packed as a zstd tarball and cached in
-# $CACHE_DIR/testroot/, keyed by this script, the suite, the mirror and the
-# arch. Prints the tarball's path. Idempotent: a cached tarball costs nothing.
+# $CACHE_DIR/testroot/, keyed by the recipe version, the suite, the mirror,
+# the packages and the arch. Prints the tarball's path. Idempotent: a cached tarball costs nothing.
 #
 # Network (the Debian mirror) is used only here, at build time; the tests
 # unpack the tarball and never download anything.
@@ -23,10 +24,10 @@ die() {
 	exit 1
 }
 
-key="$({
-	printf '%s %s %s %s\n' "$ARCH" "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$PACKAGES"
-	cat "$0"
-} | sha256sum | cut -c1-16)"
+# Bump RECIPE when the steps below change what the tarball holds.
+RECIPE=1
+key="$(printf '%s %s %s %s %s\n' "$RECIPE" "$ARCH" "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$PACKAGES" |
+	sha256sum | cut -c1-16)"
 out="$CACHE_DIR/testroot/$DEBIAN_SUITE-minbase-$ARCH-$key.tar.zst"
 if [ -f "$out" ]; then
 	printf '%s\n' "$out"
