@@ -35,6 +35,9 @@ func runCheckConfig(c *cli.Context) error {
 		return fmt.Errorf("check-config takes no arguments, got %q", c.Args().Slice())
 	}
 	root := c.String("host-root")
+	if root == "" {
+		root = "/"
+	}
 	facts, err := hostcheck.DetectFrom(os.DirFS(root))
 	if err != nil {
 		return fmt.Errorf("check-config: %w", err)
