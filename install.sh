@@ -60,13 +60,14 @@ is_true() {
 	return 1
 }
 
-# quote WORD: WORD in single quotes, read the same by sh, by systemd and
-# inside the double quotes of an OpenRC command_args. Quotes, $, `, \ and
-# newlines are refused (no value bramble takes needs them).
+# quote WORD [WHAT]: WORD in single quotes, read the same by sh, by systemd
+# and inside the double quotes of an OpenRC command_args. Quotes, $, `, \
+# and newlines are refused (no value bramble takes needs them); the error
+# names WHAT, never the value (it may be a secret).
 quote() {
 	case "$1" in
 	*"'"* | *'"'* | *'$'* | *'`'* | *"\\"* | *'
-'*) fatal "value '$1' contains a quote, \$, \`, a backslash or a newline, which the service files cannot hold" ;;
+'*) fatal "${2:-a value} contains a quote, \$, \`, a backslash or a newline, which the service files cannot hold" ;;
 	esac
 	printf "'%s'" "$1"
 }
@@ -112,8 +113,20 @@ setup_env() {
 	esac
 	EXEC_ARGS=""
 	for a in "$@"; do
+		quote "$a" "an argument for bramble" >/dev/null # dies on a value the service files cannot hold
 		EXEC_ARGS="$EXEC_ARGS $(quote "$a")"
 	done
+
+	# The BRAMBLE_* variables go to the environment file: check them now,
+	# before anything is installed. check-config's test hook stays out.
+	BRAMBLE_VARS="$(env | sed -n 's/^\(BRAMBLE_[A-Z0-9_]*\)=.*/\1/p' | grep -vx BRAMBLE_HOST_ROOT | sort -u)" || :
+	for name in $BRAMBLE_VARS; do
+		eval "value=\${$name}"
+		# shellcheck disable=SC2154 # value is set by the eval
+		quote "$value" "$name" >/dev/null
+	done
+	quote "$BIN_DIR" INSTALL_BRAMBLE_BIN_DIR >/dev/null
+	quote "$DATA_DIR" BRAMBLE_DATA_DIR >/dev/null
 
 	if [ "$CMD" = agent ]; then
 		[ -n "${BRAMBLE_URL:-}" ] || fatal "an agent needs BRAMBLE_URL, the server to join (https://<server>:6443)"
@@ -408,11 +421,8 @@ write_env_file() {
 	f="$TMP_DIR/env"
 	: >"$f"
 	chmod 600 "$f"
-	# Every BRAMBLE_* variable, but check-config's test hook.
-	env | sed -n 's/^\(BRAMBLE_[A-Z0-9_]*\)=.*/\1/p' | sort -u | while read -r name; do
-		[ "$name" = BRAMBLE_HOST_ROOT ] && continue
+	for name in $BRAMBLE_VARS; do
 		eval "value=\${$name}"
-		# shellcheck disable=SC2154 # value is set by the eval
 		printf '%s=%s\n' "$name" "$(quote "$value")" >>"$f"
 	done
 	$SUDO mkdir -p "$(dirname "$ENV_FILE")"

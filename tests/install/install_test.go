@@ -410,6 +410,16 @@ func TestSystemdAgentAndSkips(t *testing.T) {
 	}
 	requireContains(t, "output", out, "needs BRAMBLE_TOKEN")
 	requireSameTree(t, before, root, "after the refused install")
+	// A value the env file cannot hold: refused before anything is installed.
+	out, err = install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "BRAMBLE_URL=https://10.0.0.1:6443", "BRAMBLE_TOKEN=it's")
+	if err == nil {
+		t.Fatal("a token with a quote was accepted")
+	}
+	requireContains(t, "output", out, "BRAMBLE_TOKEN contains a quote")
+	if strings.Contains(out, "it's") {
+		t.Error("the refused token was printed")
+	}
+	requireSameTree(t, before, root, "after the refused token")
 
 	// Agent, enabled but not started.
 	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "BRAMBLE_URL=https://10.0.0.1:6443",
