@@ -34,7 +34,8 @@
 #                                    <data-dir>/agent/images/
 #   INSTALL_BRAMBLE_EXEC             extra arguments for bramble (`--node-name pi2 --debug`)
 #   INSTALL_BRAMBLE_BIN_DIR          where bramble and the symlinks go (default /usr/local/bin)
-#   INSTALL_BRAMBLE_SYMLINK          force: replace kubectl/crictl/ctr even when they are not ours
+#   INSTALL_BRAMBLE_SYMLINK          force: replace kubectl/crictl/ctr even when they are not
+#                                    ours; skip: make none (default: only where no such command is)
 #   INSTALL_BRAMBLE_SKIP_ENABLE      true: write the service but neither enable nor start it
 #   INSTALL_BRAMBLE_SKIP_START       true: enable the service but do not start it
 #   INSTALL_BRAMBLE_FIX_CGROUPS      true: on a Raspberry Pi whose kernel command line switches
@@ -293,6 +294,10 @@ ours() {
 }
 
 install_symlinks() {
+	if [ "${INSTALL_BRAMBLE_SYMLINK:-}" = skip ]; then
+		info "not creating the kubectl, crictl and ctr symlinks (INSTALL_BRAMBLE_SYMLINK=skip)"
+		return
+	fi
 	for cmd in kubectl crictl ctr; do
 		link="$BIN_DIR/$cmd"
 		if [ "${INSTALL_BRAMBLE_SYMLINK:-}" != force ]; then

@@ -350,10 +350,12 @@ func TestSystemdServer(t *testing.T) {
 	fakeSystemd(t, root)
 	before := tree(t, root)
 	start := time.Now()
-	out, err := install(t, root,
-		"INSTALL_BRAMBLE_DOWNLOAD_URL="+release(t, false),
+	// As `curl -sfL ... | sh -s - ARGS` runs it: the script on stdin.
+	out, err := run(t, root, false, []string{
+		"INSTALL_BRAMBLE_DOWNLOAD_URL=" + release(t, false),
 		"BRAMBLE_TOKEN=s3cret-token", "BRAMBLE_NODE_NAME=pi1",
-		"INSTALL_BRAMBLE_EXEC=--disable traefik")
+		"INSTALL_BRAMBLE_EXEC=server --node-label role=test"},
+		"/", "sh", "-c", "sh -s - --disable traefik </tmp/install.sh")
 	if err != nil {
 		t.Fatalf("install.sh: %v", err)
 	}
@@ -365,7 +367,7 @@ func TestSystemdServer(t *testing.T) {
 	requireContains(t, "unit", unit, "Type=notify\n", "KillMode=process\n", "Delegate=yes\n", "Restart=always\n",
 		"LimitNOFILE=1048576\n", "TasksMax=infinity\n", "WantedBy=multi-user.target\n",
 		"EnvironmentFile=-/etc/systemd/system/bramble.service.env\n",
-		"ExecStart=/usr/local/bin/bramble server '--disable' 'traefik'\n")
+		"ExecStart=/usr/local/bin/bramble server '--node-label' 'role=test' '--disable' 'traefik'\n")
 	envFile := filepath.Join(root, "etc/systemd/system/bramble.service.env")
 	requireMode(t, envFile, 0o600)
 	if got, want := readFile(t, envFile), "BRAMBLE_NODE_NAME='pi1'\nBRAMBLE_TOKEN='s3cret-token'\n"; got != want {
@@ -440,8 +442,11 @@ func TestSystemdAgentAndSkips(t *testing.T) {
 	if err := os.Remove(filepath.Join(root, "var/log/calls")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "INSTALL_BRAMBLE_SKIP_ENABLE=true"); err != nil {
+	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "INSTALL_BRAMBLE_SKIP_ENABLE=true", "INSTALL_BRAMBLE_SYMLINK=skip"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/kubectl")); err == nil {
+		t.Error("INSTALL_BRAMBLE_SYMLINK=skip made a kubectl symlink")
 	}
 	if got, want := calls(t, root), []string{"systemctl daemon-reload"}; !slices.Equal(got, want) {
 		t.Errorf("SKIP_ENABLE: systemctl calls %q, want %q", got, want)
