@@ -160,7 +160,7 @@ else
 			GOFLAGS="-buildvcs=false -trimpath -tags=$GO_TAGS" \
 			go build -ldflags "$RELEASE_LDFLAGS -linkmode external -extldflags -static" \
 			-o "$TMP/bramble" ./cmd/bramble) 2> >(grep -v -e 'statically linked applications requires at runtime' \
-			-e 'in function' -e '^/usr/bin/.*: warning:' >&2)
+			-e 'in function' -e '^# github.com/bramble-pi/bramble/cmd/bramble$' >&2)
 	fi
 	if readelf -lW "$TMP/bramble" | grep -q 'Requesting program interpreter'; then
 		die "$ARCH: bramble is dynamically linked"
@@ -188,10 +188,12 @@ PAYLOAD_DIR="$ROOT/cmd/launcher/payload"
 mkdir -p "$PAYLOAD_DIR"
 cp "$TMP/payload.tar.zst" "$PAYLOAD_DIR/bramble-$GOARCH.tar.zst"
 cp "$TMP/payload.tar.zst.sha256" "$PAYLOAD_DIR/bramble-$GOARCH.tar.zst.sha256"
+rc=0
 (cd "$ROOT" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath -tags=bramble_payload" \
-	go build -ldflags "-s -w" -o "$TMP/launcher" ./cmd/launcher)
+	go build -ldflags "-s -w" -o "$TMP/launcher" ./cmd/launcher) || rc=$?
 rm -f "$PAYLOAD_DIR/bramble-$GOARCH.tar.zst" "$PAYLOAD_DIR/bramble-$GOARCH.tar.zst.sha256"
 rmdir "$PAYLOAD_DIR" 2>/dev/null || true
+[ "$rc" = 0 ] || die "$ARCH: building the launcher failed"
 
 printf 'raw %s bytes, payload %s bytes, zstd %s, packed in %ss' "$(stat -c %s "$RAW")" \
 	"$(stat -c %s "$TMP/payload.tar.zst")" "${ZOPTS[*]:2}" "$((t1 - t0))" >"$TMP/launcher.info"
