@@ -21,14 +21,15 @@ func netnsExists(name string) bool {
 	return err == nil
 }
 
-// ListNetNS lists the named network namespaces starting with prefix.
+// ListNetNS lists the named network namespaces starting with prefix. It
+// reads /run/netns rather than asking `ip netns list`, which waits for the
+// kernel to finish tearing down namespaces deleted a moment ago.
 func ListNetNS(prefix string) []string {
-	out, _ := run("ip", "netns", "list")
+	entries, _ := os.ReadDir("/run/netns")
 	var names []string
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) > 0 && strings.HasPrefix(f[0], prefix) {
-			names = append(names, f[0])
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			names = append(names, e.Name())
 		}
 	}
 	return names
