@@ -14,17 +14,6 @@ import (
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
-// Credentials are the node's certificates and kubeconfigs, prepared by the
-// server (for its own node) or fetched when joining.
-type Credentials struct {
-	ClientCA            string
-	ServingCert         string
-	ServingKey          string
-	KubeletKubeconfig   string
-	KubeProxyKubeconfig string
-	FlannelKubeconfig   string
-}
-
 // Config is a node's configuration.
 type Config struct {
 	NodeName            string
@@ -47,6 +36,7 @@ type Config struct {
 	ResolvConf          string
 	ProxyMode           string // iptables or nftables
 	FlannelBackend      string
+	KubeletArgs         []string // extra kubelet flags, name=value (--kubelet-arg)
 	Debug               bool
 	Creds               Credentials
 }

@@ -125,6 +125,21 @@ func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, 
 	if err != nil {
 		return nil, fmt.Errorf("kubelet config %s: %w", configFile, err)
 	}
+	if len(a.cfg.KubeletArgs) > 0 {
+		// --kubelet-arg overrides both the flags and the generated config, as
+		// a command-line flag does for the kubelet itself.
+		extra := pflag.NewFlagSet("kubelet-arg", pflag.ContinueOnError)
+		extra.SetOutput(io.Discard)
+		flags.AddFlags(extra)
+		kubeletoptions.AddKubeletConfigFlags(extra, kc)
+		var args []string
+		for _, arg := range a.cfg.KubeletArgs {
+			args = append(args, "--"+strings.TrimPrefix(arg, "--"))
+		}
+		if err := extra.Parse(args); err != nil {
+			return nil, fmt.Errorf("--kubelet-arg: %w", err)
+		}
+	}
 	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(kc.FeatureGates); err != nil {
 		return nil, fmt.Errorf("kubelet feature gates: %w", err)
 	}

@@ -60,6 +60,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler:         func(*cli.Context, error) {}, // Main prints errors once
 		Commands: []*cli.Command{
 			serverCommand(),
+			agentCommand(),
 			{
 				Name:            "kubectl",
 				Usage:           "run kubectl against this cluster (admin kubeconfig by default)",

@@ -48,6 +48,8 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: "/etc/bramble/bramble.yaml", Usage: "where to write the admin kubeconfig", EnvVars: env("write-kubeconfig", "BRAMBLE_KUBECONFIG_OUTPUT")},
 		&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Usage: "file mode of the admin kubeconfig", EnvVars: env("write-kubeconfig-mode", "BRAMBLE_KUBECONFIG_MODE")},
 		boolean("disable-agent", "run the control plane only, no node"),
+		str("agent-token", "", "secret that joins agents only (default: agents use the server token)"),
+		str("flannel-backend", "vxlan", "flannel backend"),
 		list("disable", "bundled add-on to leave out (and remove): coredns, traefik, plumber-api (repeatable or comma-separated)"),
 	), nodeFlags()...)
 }

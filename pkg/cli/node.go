@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,7 +28,7 @@ func nodeFlags() []cli.Flag {
 		str("node-ip", "", "IP address the node advertises (default: the address of the default route)"),
 		list("node-label", "label to register the node with, key=value (repeatable)"),
 		list("node-taint", "taint to register the node with, key=value:Effect (repeatable)"),
-		str("flannel-backend", "vxlan", "flannel backend"),
+		list("kubelet-arg", "extra kubelet flag, name=value (repeatable), e.g. cgroup-root=/pi2"),
 	}
 }
 
@@ -49,19 +51,27 @@ func checkHost() (hostcheck.Facts, error) {
 	return facts, nil
 }
 
+// cluster is what every node of a cluster shares.
+type cluster struct {
+	clusterCIDR, serviceCIDR *net.IPNet
+	dns                      net.IP
+	domain, flannelBackend   string
+}
+
 // nodeConfig builds the node's configuration from flags and host facts.
-func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP net.IP, sc server.Config) agent.Config {
+func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP net.IP, dataDir string, cl cluster) agent.Config {
 	return agent.Config{
 		NodeName:            nodeName,
 		NodeIP:              nodeIP,
-		DataDir:             sc.DataDir,
+		DataDir:             dataDir,
 		RunDir:              RunDir,
-		ClusterCIDR:         sc.ClusterCIDR,
-		ServiceCIDR:         sc.ServiceCIDR,
-		ClusterDNS:          sc.ClusterDNS,
-		ClusterDomain:       sc.ClusterDomain,
+		ClusterCIDR:         cl.clusterCIDR,
+		ServiceCIDR:         cl.serviceCIDR,
+		ClusterDNS:          cl.dns,
+		ClusterDomain:       cl.domain,
 		NodeLabels:          c.StringSlice("node-label"),
 		NodeTaints:          c.StringSlice("node-taint"),
+		KubeletArgs:         c.StringSlice("kubelet-arg"),
 		CgroupDriver:        facts.CgroupDriver(),
 		CgroupRoot:          "/",
 		RestrictOOMScoreAdj: facts.RestrictOOMScoreAdj(),
@@ -70,19 +80,30 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		KubeletRootDir:      "/var/lib/kubelet",
 		ResolvConf:          agent.ResolvConf(),
 		ProxyMode:           "iptables",
-		FlannelBackend:      c.String("flannel-backend"),
+		FlannelBackend:      cl.flannelBackend,
 		Debug:               c.Bool("debug"),
 	}
 }
 
-// nodeComponents prepares the server's own node.
-func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc server.Config, cp *server.ControlPlane) ([]supervisor.Component, error) {
+// nodeParts unpacks the helper binaries and returns the node's components.
+func nodeParts(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) ([]supervisor.Component, error) {
 	for _, w := range facts.Warnings() {
 		log.Warn(w)
 	}
+	binDir, err := bundle.Extract(cfg.DataDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("helper binaries: %w", err)
+	}
+	cfg.BinDir = binDir
+	return agent.New(cfg, log).Components(pause.Archive()), nil
+}
+
+// nodeComponents prepares the server's own node.
+func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc server.Config, cp *server.ControlPlane) ([]supervisor.Component, error) {
 	if sc.BindAddress.IsLoopback() {
 		log.Warn("--bind-address is a loopback address: pods cannot reach the apiserver through the kubernetes Service", "bind-address", sc.BindAddress)
 	}
+	cl := cluster{clusterCIDR: sc.ClusterCIDR, serviceCIDR: sc.ServiceCIDR, dns: sc.ClusterDNS, domain: sc.ClusterDomain, flannelBackend: sc.FlannelBackend}
 	nodeIP := sc.AdvertiseAddress
 	if c.String("node-ip") != "" {
 		var err error
@@ -90,16 +111,22 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 			return nil, err
 		}
 	}
-	binDir, err := bundle.Extract(sc.DataDir, log)
-	if err != nil {
-		return nil, fmt.Errorf("helper binaries: %w", err)
-	}
-	cfg := nodeConfig(c, facts, sc.NodeName, nodeIP, sc)
-	cfg.BinDir = binDir
+	cfg := nodeConfig(c, facts, sc.NodeName, nodeIP, sc.DataDir, cl)
+	var err error
 	cfg.Creds, err = cp.EnsureNodeCredentials(sc.NodeName, nodeIP, filepath.Join(sc.DataDir, "agent"))
 	if err != nil {
 		return nil, fmt.Errorf("node credentials: %w", err)
 	}
-	a := agent.New(cfg, log)
-	return a.Components(pause.Archive()), nil
+	return nodeParts(log, facts, cfg)
+}
+
+// announceNodeReady logs (and tells the service manager) once the node's
+// Ready condition is True: the moment scripts and systemd can rely on it.
+func announceNodeReady(ctx context.Context, log *slog.Logger, dataDir, nodeName string, start time.Time) {
+	kubeconfig := agent.CredentialFiles(filepath.Join(dataDir, "agent")).KubeletKubeconfig
+	if err := agent.WaitNodeReady(ctx, kubeconfig, nodeName); err != nil {
+		return
+	}
+	log.Info("node is Ready", "node", nodeName, "took", time.Since(start).Round(time.Millisecond))
+	notifyReady(log)
 }

@@ -62,6 +62,11 @@ func runServer(c *cli.Context) error {
 	}
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble server ready", "took", time.Since(start).Round(time.Millisecond), "node", runNode, "kubeconfig", cfg.KubeconfigPath)
+		if runNode {
+			go announceNodeReady(ctx, log, cfg.DataDir, cfg.NodeName, start)
+		} else {
+			notifyReady(log)
+		}
 	}))
 	log.Info("starting bramble server", "data-dir", cfg.DataDir, "port", cfg.HTTPSPort)
 	if err := sup.Run(ctx); err != nil {
@@ -81,6 +86,8 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		ClusterDomain:     c.String("cluster-domain"),
 		NodeName:          c.String("node-name"),
 		Token:             c.String("token"),
+		AgentToken:        c.String("agent-token"),
+		FlannelBackend:    c.String("flannel-backend"),
 		DatastoreEndpoint: c.String("datastore-endpoint"),
 		KubeconfigPath:    c.String("write-kubeconfig"),
 		Disable:           splitList(c.StringSlice("disable")),
@@ -111,24 +118,27 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	if !cfg.ServiceCIDR.Contains(cfg.ClusterDNS) {
 		return cfg, fmt.Errorf("--cluster-dns: %s is not inside --service-cidr %s", cfg.ClusterDNS, cfg.ServiceCIDR)
 	}
-	if c.String("advertise-address") == "" {
+	switch {
+	case c.String("advertise-address") == "" && c.String("node-ip") != "":
+		if cfg.AdvertiseAddress, err = ipFlag(c, "node-ip"); err != nil {
+			return cfg, err
+		}
+	case c.String("advertise-address") == "":
 		if cfg.AdvertiseAddress, err = defaultNodeIP(); err != nil {
 			return cfg, err
 		}
-	} else if cfg.AdvertiseAddress, err = ipFlag(c, "advertise-address"); err != nil {
-		return cfg, err
+	default:
+		if cfg.AdvertiseAddress, err = ipFlag(c, "advertise-address"); err != nil {
+			return cfg, err
+		}
 	}
 	mode, err := strconv.ParseUint(c.String("write-kubeconfig-mode"), 8, 32)
 	if err != nil || mode > 0o777 {
 		return cfg, fmt.Errorf("--write-kubeconfig-mode: %q is not an octal file mode like 0600", c.String("write-kubeconfig-mode"))
 	}
 	cfg.KubeconfigMode = os.FileMode(mode)
-	if cfg.NodeName == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return cfg, fmt.Errorf("--node-name not set and the hostname is unknown: %w", err)
-		}
-		cfg.NodeName = strings.ToLower(host)
+	if cfg.NodeName, err = nodeNameFlag(c); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

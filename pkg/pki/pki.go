@@ -109,6 +109,39 @@ func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Ti
 			return false, nil
 		}
 	}
+	chain, err := ca.sign(key, leaf, now)
+	if err != nil {
+		return false, err
+	}
+	if keyPEM != nil {
+		if err := WriteSecret(keyPath, keyPEM); err != nil {
+			return false, err
+		}
+	}
+	if err := WriteSecret(certPath, chain); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Issue signs a new certificate for leaf with a new key, in memory: for a
+// node that joins over the network. It returns the chain (leaf then CA) and
+// the key, PEM-encoded.
+func (ca *Authority) Issue(leaf Leaf, now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, keyPEM, err := newKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := ca.sign(key, leaf, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return chain, keyPEM, nil
+}
+
+// sign returns the PEM chain (leaf then CA, so that clients which trust only
+// a bundle can verify it) of a certificate for leaf and key.
+func (ca *Authority) sign(key crypto.Signer, leaf Leaf, now time.Time) ([]byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: leaf.Organization},
@@ -126,19 +159,22 @@ func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Ti
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
 	if err != nil {
-		return false, fmt.Errorf("sign %s: %w", leaf.CommonName, err)
+		return nil, fmt.Errorf("sign %s: %w", leaf.CommonName, err)
 	}
-	if keyPEM != nil {
-		if err := WriteSecret(keyPath, keyPEM); err != nil {
-			return false, err
-		}
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CertPEM...), nil
+}
+
+// ValidFor returns an error when the certificate at path (the first in the
+// file) cannot be read or expires within d of now.
+func ValidFor(path string, d time.Duration, now time.Time) error {
+	cert, _, err := readCert(path)
+	if err != nil {
+		return err
 	}
-	// The chain (leaf then CA) lets clients that only trust a bundle verify it.
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CertPEM...)
-	if err := WriteSecret(certPath, chain); err != nil {
-		return false, err
+	if cert.NotAfter.Sub(now) < d {
+		return fmt.Errorf("%s expires at %s", path, cert.NotAfter.Format(time.RFC3339))
 	}
-	return true, nil
+	return nil
 }
 
 // current says whether cert is still good for leaf: signed by ca, matching key,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	cliflag "k8s.io/component-base/cli/flag"
@@ -37,7 +38,9 @@ func parseFlags(name string, sets cliflag.NamedFlagSets, args []string) error {
 	return nil
 }
 
-func newAPIServer(args func() []string, ready func(context.Context) error) *supervisor.InProcess {
+// newAPIServer runs kube-apiserver; wrap puts bramble's own handlers (the
+// join endpoints) in front of its handler chain, on the same port.
+func newAPIServer(args func() []string, ready func(context.Context) error, wrap func(http.Handler) http.Handler) *supervisor.InProcess {
 	// The apiserver's graceful shutdown waits up to --request-timeout for open
 	// watches, and in-process clients (the kubelet) never close theirs; every
 	// write is already committed to the datastore, so wait a bounded time.
@@ -57,8 +60,42 @@ func newAPIServer(args func() []string, ready func(context.Context) error) *supe
 		if errs := completed.Validate(); len(errs) != 0 {
 			return nil, fmt.Errorf("invalid options: %v", errs)
 		}
-		return func(ctx context.Context) error { return apiapp.Run(ctx, completed) }, nil
+		return func(ctx context.Context) error { return runAPIServer(ctx, completed, wrap) }, nil
 	}}
+}
+
+// runAPIServer is kube-apiserver's app.Run with one change: the outermost
+// handler chain (the aggregator's, the one that is served) is wrapped.
+func runAPIServer(ctx context.Context, opts apioptions.CompletedOptions, wrap func(http.Handler) http.Handler) error {
+	if opts.InformerName == nil {
+		name, err := cache.NewInformerName("kube-apiserver")
+		if err != nil {
+			return err
+		}
+		opts.InformerName = name
+	}
+	config, err := apiapp.NewConfig(opts)
+	if err != nil {
+		return err
+	}
+	generic := &config.Aggregator.GenericConfig.Config
+	build := generic.BuildHandlerChainFunc
+	generic.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
+		return wrap(build(h, c))
+	}
+	completed, err := config.Complete()
+	if err != nil {
+		return err
+	}
+	chain, err := apiapp.CreateServerChain(completed)
+	if err != nil {
+		return err
+	}
+	prepared, err := chain.PrepareRun()
+	if err != nil {
+		return err
+	}
+	return prepared.Run(ctx)
 }
 
 func newScheduler(args []string) *supervisor.InProcess {

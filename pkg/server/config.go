@@ -23,6 +23,8 @@ type Config struct {
 	ClusterDomain     string
 	NodeName          string
 	Token             string
+	AgentToken        string // optional: joins agents only
+	FlannelBackend    string
 	DatastoreEndpoint string
 	KubeconfigPath    string
 	KubeconfigMode    os.FileMode
@@ -46,6 +48,9 @@ func (p Paths) Cred(name string) string { return filepath.Join(p.root, "cred", n
 
 // Token is the server token file.
 func (p Paths) Token() string { return filepath.Join(p.root, "token") }
+
+// AgentToken is the agent token file (when --agent-token was given).
+func (p Paths) AgentToken() string { return filepath.Join(p.root, "agent-token") }
 
 // DBDir holds the SQLite database.
 func (p Paths) DBDir() string { return filepath.Join(p.root, "db") }

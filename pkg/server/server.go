@@ -8,7 +8,11 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/bramble-pi/bramble/pkg/datastore"
+	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/pki"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 	"github.com/bramble-pi/bramble/pkg/token"
@@ -22,6 +26,7 @@ type ControlPlane struct {
 	paths Paths
 	creds *Credentials
 	token token.Token
+	join  *join.Server
 }
 
 // Prepare creates or reuses everything the control plane needs on disk.
@@ -36,6 +41,10 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server token: %w", err)
 	}
+	agentTok, err := token.EnsureAgent(p.AgentToken(), creds.CABundle, cfg.AgentToken)
+	if err != nil {
+		return nil, fmt.Errorf("agent token: %w", err)
+	}
 	if err := pki.WriteFile(authnConfigPath(p), []byte(authnConfig), 0o600); err != nil {
 		return nil, err
 	}
@@ -46,7 +55,13 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 		return nil, err
 	}
 	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
-	return &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, token: tok}, nil
+	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, token: tok}
+	clusterCfg := join.ClusterConfig{
+		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
+		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
+	}
+	cp.join = join.NewServer(creds.CABundle, clusterCfg, []token.Token{tok, agentTok}, cfg.NodeName, cp.IssueNode, log.With("component", "join"))
+	return cp, nil
 }
 
 // Credentials are the control plane's certificates and kubeconfigs.
@@ -69,9 +84,28 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 			return err
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
-	})
-	return []supervisor.Component{ds, api, newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
+	}, cp.join.Wrap)
+	return []supervisor.Component{ds, api, cp.joinComponent(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
 		cp.deployController(cp.log.With("component", "deploy"))}
+}
+
+// joinComponent enables the authenticated join endpoints once the apiserver
+// serves, and frees a node's name when its Node is deleted.
+func (cp *ControlPlane) joinComponent() supervisor.Component {
+	return &supervisor.InProcess{ComponentName: "join", StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
+		rc, err := clientcmd.BuildConfigFromFlags("", cp.creds.AdminKubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("admin kubeconfig: %w", err)
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, err
+		}
+		cp.join.SetClient(cs)
+		return func(ctx context.Context) error {
+			return join.DeleteNodePasswords(ctx, cs, cp.log.With("component", "join"))
+		}, nil
+	}}
 }
 
 const authnConfig = `apiVersion: apiserver.config.k8s.io/v1

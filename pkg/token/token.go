@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/bramble-pi/bramble/pkg/pki"
@@ -22,21 +23,36 @@ const (
 	prefix = "K10"
 	// ServerUser is the user part of the server token.
 	ServerUser = "server"
+	// AgentUser is the user part of the agent token, which joins agents only.
+	AgentUser = "node"
 )
+
+// bootstrapRE is a Kubernetes bootstrap token, <id>.<secret>.
+var bootstrapRE = regexp.MustCompile(`^([a-z0-9]{6})\.([a-z0-9]{16})$`)
 
 // Token is a parsed join token.
 type Token struct {
 	CAHash string // hex sha256 of the CA bundle; empty for a bare secret
-	User   string
+	User   string // server, node, or a bootstrap token's ID
 	Secret string
+	// Bootstrap marks a bootstrap token (user = its ID): it expires.
+	Bootstrap bool
 }
 
 // String renders the token in full form (or the bare secret if it has no CA hash).
 func (t Token) String() string {
-	if t.CAHash == "" {
+	creds := t.User + ":" + t.Secret
+	if t.Bootstrap {
+		creds = t.User + "." + t.Secret
+	}
+	switch {
+	case t.CAHash != "":
+		return prefix + t.CAHash + "::" + creds
+	case t.Bootstrap:
+		return creds
+	default:
 		return t.Secret
 	}
-	return prefix + t.CAHash + "::" + t.User + ":" + t.Secret
 }
 
 // Redacted is safe to log.
@@ -54,6 +70,9 @@ func Parse(s string) (Token, error) {
 		return Token{}, errors.New("token is empty")
 	}
 	if !strings.HasPrefix(s, prefix) || !strings.Contains(s, "::") {
+		if m := bootstrapRE.FindStringSubmatch(s); m != nil {
+			return Token{User: m[1], Secret: m[2], Bootstrap: true}, nil
+		}
 		if strings.ContainsAny(s, " \t\n:") {
 			return Token{}, errors.New("token is malformed: a bare secret must not contain spaces or ':'")
 		}
@@ -66,9 +85,12 @@ func Parse(s string) (Token, error) {
 	if _, err := hex.DecodeString(hash); err != nil {
 		return Token{}, errors.New("token is malformed: CA hash is not hexadecimal")
 	}
+	if m := bootstrapRE.FindStringSubmatch(creds); m != nil {
+		return Token{CAHash: strings.ToLower(hash), User: m[1], Secret: m[2], Bootstrap: true}, nil
+	}
 	user, secret, ok := strings.Cut(creds, ":")
 	if !ok || user == "" || secret == "" {
-		return Token{}, errors.New("token is malformed: want K10<ca-hash>::<user>:<secret>")
+		return Token{}, errors.New("token is malformed: want K10<ca-hash>::<user>:<secret> or K10<ca-hash>::<id>.<secret>")
 	}
 	return Token{CAHash: strings.ToLower(hash), User: user, Secret: secret}, nil
 }
@@ -109,17 +131,36 @@ func NewSecret() (string, error) {
 // --token value (full or bare, may be empty). A given token whose secret differs
 // from the stored one is an error: the cluster's token cannot silently change.
 func EnsureServer(path string, caBundle []byte, given string) (Token, error) {
+	return ensure(path, caBundle, given, ServerUser, "--token")
+}
+
+// EnsureAgent is EnsureServer for the optional agent token (--agent-token):
+// it is stored when given and read back when not; with neither, it returns
+// a zero Token and no error.
+func EnsureAgent(path string, caBundle []byte, given string) (Token, error) {
+	if given == "" {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return Token{}, nil
+		}
+	} else if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// A new --agent-token replaces the old one.
+		return Token{}, fmt.Errorf("replace agent token: %w", err)
+	}
+	return ensure(path, caBundle, given, AgentUser, "--agent-token")
+}
+
+func ensure(path string, caBundle []byte, given, user, flag string) (Token, error) {
 	hash := CAHash(caBundle)
 	var want Token
 	if given != "" {
 		t, err := Parse(given)
 		if err != nil {
-			return Token{}, fmt.Errorf("--token: %w", err)
+			return Token{}, fmt.Errorf("%s: %w", flag, err)
 		}
 		if t.CAHash != "" && t.CAHash != hash {
-			return Token{}, errors.New("--token: its CA hash does not match this server's CA")
+			return Token{}, fmt.Errorf("%s: its CA hash does not match this server's CA", flag)
 		}
-		want = Token{CAHash: hash, User: ServerUser, Secret: t.Secret}
+		want = Token{CAHash: hash, User: user, Secret: t.Secret}
 	}
 	data, err := os.ReadFile(path)
 	switch {
@@ -129,9 +170,9 @@ func EnsureServer(path string, caBundle []byte, given string) (Token, error) {
 			return Token{}, fmt.Errorf("stored token %s: %w", path, err)
 		}
 		if want.Secret != "" && !want.SecretMatches(stored.Secret) {
-			return Token{}, fmt.Errorf("--token differs from the token this server was set up with (%s); remove --token or use the stored one", path)
+			return Token{}, fmt.Errorf("%s differs from the token this server was set up with (%s); remove %s or use the stored one", flag, path, flag)
 		}
-		stored.CAHash, stored.User = hash, ServerUser
+		stored.CAHash, stored.User = hash, user
 		if stored.String() != strings.TrimSpace(string(data)) {
 			if err := pki.WriteSecret(path, []byte(stored.String()+"\n")); err != nil {
 				return Token{}, err
@@ -144,7 +185,7 @@ func EnsureServer(path string, caBundle []byte, given string) (Token, error) {
 			if err != nil {
 				return Token{}, err
 			}
-			want = Token{CAHash: hash, User: ServerUser, Secret: secret}
+			want = Token{CAHash: hash, User: user, Secret: secret}
 		}
 		if err := pki.WriteSecret(path, []byte(want.String()+"\n")); err != nil {
 			return Token{}, err

@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/bramble-pi/bramble/pkg/join"
+	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/supervisor"
+)
+
+func agentCommand() *cli.Command {
+	flags := append(commonFlags(),
+		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "URL of a bramble server, https://<host>:6443", EnvVars: env("server", "BRAMBLE_URL")},
+	)
+	return &cli.Command{
+		Name:   "agent",
+		Usage:  "join a server as a node (runs containerd, kubelet, kube-proxy and flannel)",
+		Flags:  append(flags, nodeFlags()...),
+		Before: applyConfigFile,
+		Action: runAgent,
+	}
+}
+
+func runAgent(c *cli.Context) error {
+	if c.String("server") == "" {
+		return fmt.Errorf("--server (BRAMBLE_URL) is required: the URL of a bramble server, like https://<host>:6443")
+	}
+	serverURL, err := join.ValidateServerURL(c.String("server"))
+	if err != nil {
+		return err
+	}
+	dataDir := c.String("data-dir")
+	if dataDir == "" {
+		return fmt.Errorf("--data-dir must not be empty")
+	}
+	nodeName, err := nodeNameFlag(c)
+	if err != nil {
+		return err
+	}
+	var nodeIP net.IP
+	if c.String("node-ip") != "" {
+		if nodeIP, err = ipFlag(c, "node-ip"); err != nil {
+			return err
+		}
+	} else if nodeIP, err = sourceIPFor(serverURL); err != nil {
+		return err
+	}
+	// Before anything else: this may re-execute bramble in a mount namespace.
+	facts, err := checkHost()
+	if err != nil {
+		return err
+	}
+	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	start := time.Now()
+	log.Info("starting bramble agent", "server", serverURL, "node", nodeName, "ip", nodeIP, "data-dir", dataDir)
+	cc, creds, err := join.Ensure(ctx, join.Request{
+		Server: serverURL, Token: c.String("token"), NodeName: nodeName, NodeIP: nodeIP,
+		Dir: filepath.Join(dataDir, "agent"),
+	}, log)
+	if err != nil {
+		return err
+	}
+	cl, err := clusterOf(cc)
+	if err != nil {
+		return fmt.Errorf("cluster settings from %s: %w", serverURL, err)
+	}
+	cfg := nodeConfig(c, facts, nodeName, nodeIP, dataDir, cl)
+	cfg.Creds = creds
+	components, err := nodeParts(log, facts, cfg)
+	if err != nil {
+		return err
+	}
+	sup := supervisor.New(log, components, supervisor.OnReady(func() {
+		log.Info("bramble agent ready", "took", time.Since(start).Round(time.Millisecond), "node", nodeName)
+		go announceNodeReady(ctx, log, dataDir, nodeName, start)
+	}))
+	if err := sup.Run(ctx); err != nil {
+		return loggedError{err}
+	}
+	log.Info("bramble agent stopped")
+	return nil
+}
+
+// clusterOf parses the settings a server sent.
+func clusterOf(cc join.ClusterConfig) (cluster, error) {
+	cl := cluster{domain: cc.ClusterDomain, flannelBackend: cc.FlannelBackend}
+	var err error
+	if _, cl.clusterCIDR, err = net.ParseCIDR(cc.ClusterCIDR); err != nil {
+		return cl, fmt.Errorf("cluster CIDR: %w", err)
+	}
+	if _, cl.serviceCIDR, err = net.ParseCIDR(cc.ServiceCIDR); err != nil {
+		return cl, fmt.Errorf("service CIDR: %w", err)
+	}
+	if cl.dns = net.ParseIP(cc.ClusterDNS); cl.dns == nil {
+		return cl, fmt.Errorf("cluster DNS %q is not an IP", cc.ClusterDNS)
+	}
+	return cl, nil
+}
+
+// nodeNameFlag is --node-name, or the lower-cased hostname.
+func nodeNameFlag(c *cli.Context) (string, error) {
+	if name := c.String("node-name"); name != "" {
+		return name, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("--node-name not set and the hostname is unknown: %w", err)
+	}
+	return strings.ToLower(host), nil
+}
+
+// sourceIPFor is the local address used to reach the server: the address the
+// node advertises unless --node-ip says otherwise.
+func sourceIPFor(serverURL string) (net.IP, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return nil, err
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	conn, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), port)) // a UDP dial sends nothing
+	if err != nil {
+		ip, derr := defaultNodeIP()
+		if derr != nil {
+			return nil, fmt.Errorf("find the address that reaches %s (set --node-ip): %w", u.Host, err)
+		}
+		return ip, nil
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP, nil
+}

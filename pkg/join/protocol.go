@@ -1,0 +1,40 @@
+// Package join is how a node joins a bramble server: the server side serves
+// the CA (/cacerts, unauthenticated) and, to a node that presents a valid
+// token and its node password, the cluster settings and the node's
+// certificates; the client side checks the server's CA against the token's
+// hash before it sends any secret.
+package join
+
+import (
+	"github.com/bramble-pi/bramble/pkg/agent"
+)
+
+// Paths served on the apiserver's port, in front of the apiserver.
+const (
+	CACertsPath = "/cacerts"
+	ConfigPath  = "/v1-bramble/config"
+	NodePath    = "/v1-bramble/node"
+	// PasswordHeader carries the node password.
+	PasswordHeader = "Bramble-Node-Password"
+)
+
+// ClusterConfig is what a node must agree on with the server.
+type ClusterConfig struct {
+	ClusterCIDR    string `json:"clusterCIDR"`
+	ServiceCIDR    string `json:"serviceCIDR"`
+	ClusterDNS     string `json:"clusterDNS"`
+	ClusterDomain  string `json:"clusterDomain"`
+	FlannelBackend string `json:"flannelBackend"`
+}
+
+// NodeRequest asks for a node's credentials.
+type NodeRequest struct {
+	NodeName string `json:"nodeName"`
+	NodeIP   string `json:"nodeIP"`
+}
+
+// NodeResponse carries them, with the cluster settings.
+type NodeResponse struct {
+	Config ClusterConfig    `json:"config"`
+	Certs  agent.CertBundle `json:"certs"`
+}
