@@ -74,9 +74,14 @@ func TestCluster(t *testing.T) {
 	kernelBefore := kernelSettings()
 	t.Cleanup(func() {
 		if t.Failed() {
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("bramble-cluster-test-logs-%d", time.Now().Unix()))
 			for _, n := range c.Nodes() {
-				t.Logf("==== %s bramble log (last 5000 bytes):\n%s", n.Host, n.LogTail(5000))
+				t.Logf("==== %s bramble log (last 3000 bytes):\n%s", n.Host, n.LogTail(3000))
+				if b, err := os.ReadFile(n.LogFile()); err == nil && os.MkdirAll(keep, 0o700) == nil {
+					_ = os.WriteFile(filepath.Join(keep, n.Host+".log"), b, 0o600)
+				}
 			}
+			t.Logf("node logs kept in %s", keep)
 		}
 		begin := time.Now()
 		if err := c.Down(); err != nil {
@@ -216,6 +221,19 @@ func (e *env) plumberPods(t *testing.T) map[string][]string {
 	return byNode
 }
 
+// podsOn lists the pods matching selector on a node, ready or not.
+func (e *env) podsOn(t *testing.T, ns, selector, node string) []string {
+	pods, err := e.cs.CoreV1().Pods(ns).List(e.ctx(time.Minute), metav1.ListOptions{LabelSelector: selector, FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range pods.Items {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
@@ -299,7 +317,7 @@ spec:
 		t.Fatalf("web on %s, client on %s: want pi2, pi3", web.Spec.NodeName, client.Spec.NodeName)
 	}
 	t.Logf("web %s on pi2, client %s on pi3", web.Status.PodIP, client.Status.PodIP)
-	if out := e.kubectl(t, "", "-n", "e2e", "exec", "client", "--", "wget", "-qO-", "-T", "5", "http://"+web.Status.PodIP+":8080/"); out != "hello-from-pi2" {
+	if out := e.kubectl(t, "", "-n", "e2e", "exec", "client", "--", "wget", "-qO-", "http://"+web.Status.PodIP+":8080/"); out != "hello-from-pi2" {
 		t.Errorf("wget from pi3 to pi2's pod: %q", out)
 	}
 	if out := e.kubectl(t, "", "-n", "e2e", "exec", "client", "--", "ping", "-c", "2", "-W", "3", web.Status.PodIP); !strings.Contains(out, "2 packets received") {
@@ -429,9 +447,9 @@ func (e *env) joinRefused(t *testing.T) {
 		t.Logf("bramble token list:\n%s", out)
 	}
 	if id != "" {
-		del := e.c.InNode(server, testutil.Binary(t), "token", "delete", id, "--data-dir", server.DataDir())
+		del := e.c.InNode(server, testutil.Binary(t), "token", "delete", "--data-dir", server.DataDir(), id)
 		if out, err := del.CombinedOutput(); err != nil {
-			t.Logf("bramble token delete %s: %v\n%s", id, err, out)
+			t.Errorf("bramble token delete %s: %v\n%s", id, err, out)
 		}
 	}
 }
@@ -502,7 +520,7 @@ func (e *env) agentStopAndRejoin(t *testing.T) {
 	t.Logf("pi3 NotReady %.1f s after its bramble stopped", time.Since(stopped).Seconds())
 
 	e.kubectl(t, "", "cordon", "pi3")
-	onPi3 := e.plumberPods(t)["pi3"]
+	onPi3 := e.podsOn(t, plumberNS, plumberLB, "pi3")
 	t.Logf("Plumber pods on pi3: %v", onPi3)
 	for _, p := range onPi3 {
 		e.kubectl(t, "", "-n", plumberNS, "delete", "pod", p, "--force", "--grace-period=0")

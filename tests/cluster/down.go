@@ -128,6 +128,7 @@ func (c *Cluster) Down() error {
 		// Keep the state (and the logs) for a second try.
 		return fmt.Errorf("cluster %s down: %w", c.cfg.Name, errors.Join(errs...))
 	}
+	mark("removing the state dir")
 	if err := os.RemoveAll(c.cfg.StateDir); err != nil {
 		return fmt.Errorf("remove state dir: %w", err)
 	}
