@@ -424,6 +424,8 @@ func (e *env) joinRefused(t *testing.T) {
 			out := e.refusedJoin(t, spare, tc.token, tc.nodeName, filepath.Join(spare.Dir, fmt.Sprintf("data-%d", i)))
 			if !strings.Contains(out, tc.want) {
 				t.Errorf("error does not say %q:\n%s", tc.want, out)
+			} else {
+				t.Logf("refused: %s", lastLine(out))
 			}
 			if strings.Contains(out, secret) {
 				t.Errorf("the agent logged the token's secret")
@@ -539,7 +541,7 @@ func (e *env) agentStopAndRejoin(t *testing.T) {
 	if _, err := e.c.Restart(pi3); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.c.WaitReady(e.ctx(3*time.Minute), true, pi3); err != nil {
+	if err := e.c.WaitReadySince(e.ctx(3*time.Minute), pi3.Started, pi3); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("pi3 Ready again %.1f s after its bramble started", time.Since(begin).Seconds())

@@ -111,6 +111,17 @@ func NodeReady(node *corev1.Node) bool {
 // WaitReady waits until every named node is Ready (or, with ready false,
 // not Ready). It fails early when a node's bramble exits.
 func (c *Cluster) WaitReady(ctx context.Context, ready bool, nodes ...*Node) error {
+	return c.waitNodes(ctx, ready, time.Time{}, nodes)
+}
+
+// WaitReadySince waits until every named node is Ready with a status its
+// kubelet posted at or after since (a restarted node's old Ready status, not
+// yet stale, does not count).
+func (c *Cluster) WaitReadySince(ctx context.Context, since time.Time, nodes ...*Node) error {
+	return c.waitNodes(ctx, true, since.Truncate(time.Second), nodes)
+}
+
+func (c *Cluster) waitNodes(ctx context.Context, ready bool, since time.Time, nodes []*Node) error {
 	cs, err := c.Client()
 	if err != nil {
 		return err
@@ -122,7 +133,7 @@ func (c *Cluster) WaitReady(ctx context.Context, ready bool, nodes ...*Node) err
 				return fmt.Errorf("bramble on %s is not running:\n%s", n.Host, n.LogTail(4000))
 			}
 			kn, err := cs.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
-			if err != nil || NodeReady(kn) != ready {
+			if err != nil || NodeReady(kn) != ready || ready && heartbeat(kn).Before(since) {
 				pending = append(pending, n.NodeName)
 			}
 		}
@@ -135,6 +146,16 @@ func (c *Cluster) WaitReady(ctx context.Context, ready bool, nodes ...*Node) err
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// heartbeat is when the node's kubelet last posted its Ready condition.
+func heartbeat(node *corev1.Node) time.Time {
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			return cond.LastHeartbeatTime.Time
+		}
+	}
+	return time.Time{}
 }
 
 // Kubectl runs `bramble kubectl` with the cluster kubeconfig from the

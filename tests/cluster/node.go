@@ -22,6 +22,8 @@ type NodeOptions struct {
 	Index    int    // last octet of the IP (1..253)
 	NodeName string // Kubernetes node name; default Host
 	Role     string // RoleServer or RoleAgent
+	// Images replace the cluster's image archives for this node when not nil.
+	Images []string
 }
 
 // AddNode makes a node's network and mount namespaces, cgroup root and
@@ -76,7 +78,11 @@ func (c *Cluster) AddNode(o NodeOptions) (*Node, error) {
 	if err := createCgroup(n.Cgroup); err != nil {
 		return n, err
 	}
-	if err := c.makeDirs(n); err != nil {
+	images := c.cfg.Images
+	if o.Images != nil {
+		images = o.Images
+	}
+	if err := c.makeDirs(n, images); err != nil {
 		return n, err
 	}
 	if err := c.startHolder(n); err != nil {
@@ -89,7 +95,7 @@ func (c *Cluster) AddNode(o NodeOptions) (*Node, error) {
 }
 
 // makeDirs creates the node's directories and links the images in.
-func (c *Cluster) makeDirs(n *Node) error {
+func (c *Cluster) makeDirs(n *Node, archives []string) error {
 	images := filepath.Join(n.DataDir(), "agent", "images")
 	for _, d := range []string{n.Dir, images} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -110,7 +116,7 @@ func (c *Cluster) makeDirs(n *Node) error {
 			c.mu.Unlock()
 		}
 	}
-	for _, img := range c.cfg.Images {
+	for _, img := range archives {
 		dst := filepath.Join(images, filepath.Base(img))
 		if err := linkOrCopy(img, dst); err != nil {
 			return fmt.Errorf("node %s: image %s: %w", n.Host, img, err)
@@ -353,6 +359,7 @@ func (c *Cluster) Start(n *Node, args, env []string) (*Running, error) {
 		<-done
 		return nil, fmt.Errorf("node %s: bramble exited at once (status %d): see %s", n.Host, cmd.ProcessState.ExitCode(), n.LogFile())
 	}
+	c.cfg.Logf("%s node %s: bramble %s started, pid %d", started.UTC().Format("15:04:05.000"), n.Host, args[0], p.PID)
 	c.mu.Lock()
 	n.Process, n.Args, n.Started = p, args, started
 	err = c.save()
@@ -369,6 +376,7 @@ func (c *Cluster) Stop(n *Node, grace time.Duration) (time.Duration, error) {
 	}
 	killed := n.Process.terminate(grace)
 	took := time.Since(begin)
+	c.cfg.Logf("%s node %s: bramble pid %d stopped after %.1f s", time.Now().UTC().Format("15:04:05.000"), n.Host, n.Process.PID, took.Seconds())
 	if killed {
 		return took, fmt.Errorf("node %s: bramble needed SIGKILL after %s", n.Host, grace)
 	}
