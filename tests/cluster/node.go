@@ -264,20 +264,10 @@ func (c *Cluster) setupMounts(n *Node) error {
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// supports says whether `bramble <command> --help` lists a flag.
-func (c *Cluster) supports(command, flag string) bool {
-	out, _ := exec.Command(c.cfg.Binary, command, "--help").CombinedOutput()
-	return strings.Contains(string(out), "--"+flag)
-}
-
 // ServerArgs are the arguments of a server node.
 func (c *Cluster) ServerArgs(n *Node) []string {
-	args := []string{"server", "--data-dir", n.DataDir(), "--node-name", n.NodeName, "--node-ip", n.IP(),
-		"--write-kubeconfig", filepath.Join(n.DataDir(), "kubeconfig.yaml")}
-	if c.supports("server", "kubelet-arg") {
-		args = append(args, "--kubelet-arg=cgroup-root="+n.Cgroup)
-	}
-	return args
+	return []string{"server", "--data-dir", n.DataDir(), "--node-name", n.NodeName, "--node-ip", n.IP(),
+		"--write-kubeconfig", filepath.Join(n.DataDir(), "kubeconfig.yaml"), "--kubelet-arg=cgroup-root=" + n.Cgroup}
 }
 
 // AgentArgs are the arguments of an agent node joining server.
