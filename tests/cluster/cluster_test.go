@@ -612,6 +612,18 @@ func (e *env) serverRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("server API and all nodes Ready %.1f s after the server started again", time.Since(begin).Seconds())
+	// The agents reconnect: their kubelets renew their node leases with the
+	// new server.
+	restarted := e.node("pi1").Started
+	testutil.WaitFor(t, time.Minute, "pi2 and pi3 renew their leases after the server restart", func() bool {
+		for _, name := range []string{"pi2", "pi3"} {
+			l, err := e.cs.CoordinationV1().Leases("kube-node-lease").Get(e.ctx(10*time.Second), name, metav1.GetOptions{})
+			if err != nil || l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(restarted) {
+				return false
+			}
+		}
+		return true
+	})
 	// Give the kubelets time to resync their pods with the new apiserver.
 	time.Sleep(20 * time.Second)
 	after := e.agentPods(t)
