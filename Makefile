@@ -22,8 +22,10 @@ LDFLAGS = -s -w $(K8S_LDFLAGS) \
 	-X github.com/bramble-pi/bramble/pkg/version.GitCommit=$(COMMIT) \
 	-X github.com/bramble-pi/bramble/pkg/version.Kubernetes=$(K8S_VERSION)
 
-GO_SOURCES := $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
+GO_SOURCES := $(shell find cmd pkg scripts -name '*.go' -not -name '*_test.go') scripts/bramble-killall.sh go.mod go.sum
 EMBEDDED   :=
+# The included mk/*.mk files define targets: keep `make` = `make all`.
+.DEFAULT_GOAL := all
 
 -include mk/helpers.mk
 -include mk/images.mk
@@ -50,8 +52,15 @@ bin/bramble: $(GO_SOURCES) $(EMBEDDED)
 deps:
 	@scripts/deps.sh
 
-# Images the tests run: the bundled ones, the air-gap archive, and busybox.
-TEST_PREREQS := images test-images airgap
+# Images the tests run: the bundled ones, the air-gap archive, and busybox;
+# the Debian root filesystem tests/install installs into.
+TEST_PREREQS := images test-images airgap testroot
+
+# Debian bookworm minbase tarball for tests/install, cached in CACHE_DIR
+# (debootstrap once, about a minute; then instant).
+.PHONY: testroot
+testroot: deps
+	@CACHE_DIR=$(CACHE_DIR) scripts/testroot.sh >/dev/null
 
 test: deps build $(TEST_PREREQS)
 	go test -count=1 ./pkg/...

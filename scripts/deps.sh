@@ -2,7 +2,9 @@
 # Installs the Debian packages the build and the tests need, only when missing.
 set -eu
 need=""
-for pkg in gcc libc6-dev iproute2 iptables; do
+# For tests/shellcheck and tests/install (scripts/testroot.sh): shellcheck,
+# debootstrap, zstd.
+for pkg in gcc libc6-dev iproute2 iptables shellcheck debootstrap zstd; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

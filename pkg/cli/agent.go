@@ -88,6 +88,7 @@ func runAgent(c *cli.Context) error {
 		log.Info("bramble agent ready", "took", time.Since(start).Round(time.Millisecond), "node", nodeName)
 		go announceNodeReady(ctx, log, dataDir, nodeName, start)
 	}))
+	context.AfterFunc(ctx, notifyStopping)
 	if err := sup.Run(ctx); err != nil {
 		return loggedError{err}
 	}

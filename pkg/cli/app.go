@@ -92,6 +92,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			tokenCommand(),
+			checkConfigCommand(),
+			killallScriptCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

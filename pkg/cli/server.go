@@ -69,6 +69,7 @@ func runServer(c *cli.Context) error {
 		}
 	}))
 	log.Info("starting bramble server", "data-dir", cfg.DataDir, "port", cfg.HTTPSPort)
+	context.AfterFunc(ctx, notifyStopping)
 	if err := sup.Run(ctx); err != nil {
 		return loggedError{err}
 	}

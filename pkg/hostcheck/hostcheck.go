@@ -133,6 +133,20 @@ type Facts struct {
 	BridgeNetfilter bool `json:"bridgeNetfilter"`
 	// BridgeNFCallIptables is the value of that sysctl (true when "1").
 	BridgeNFCallIptables bool `json:"bridgeNFCallIptables"`
+	// Bridge is true when the kernel has the bridge driver (cni0): loaded,
+	// built in, or a module file for the running kernel exists.
+	Bridge bool `json:"bridge"`
+	// BrNetfilterModule is true when br_netfilter is not loaded but its
+	// module file exists (modprobe br_netfilter loads it).
+	BrNetfilterModule bool `json:"brNetfilterModule,omitempty"`
+	// Vxlan is true when the kernel has the vxlan driver (flannel's
+	// backend): loaded, built in, or a module file exists.
+	Vxlan bool `json:"vxlan"`
+	// ModuleLists is true when the running kernel's modules.dep or
+	// modules.builtin could be read: a driver that is neither loaded nor
+	// listed there is really absent. Without them only loaded drivers are
+	// seen.
+	ModuleLists bool `json:"moduleLists"`
 	// Iptables are the iptables tools found.
 	Iptables Iptables `json:"iptables"`
 	// Swap is true when /proc/swaps lists an active swap area.
@@ -206,6 +220,19 @@ func DetectFrom(src Source) (Facts, error) {
 	if v, err := fs.ReadFile(src, "proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
 		f.BridgeNetfilter = true
 		f.BridgeNFCallIptables = strings.TrimSpace(string(v)) == "1"
+	}
+
+	f.Bridge = f.BridgeNetfilter || kernelModule(src, f.KernelRelease, "bridge")
+	if !f.BridgeNetfilter {
+		f.BrNetfilterModule = kernelModule(src, f.KernelRelease, "br_netfilter")
+	}
+	f.Vxlan = kernelModule(src, f.KernelRelease, "vxlan")
+	if f.KernelRelease != "" {
+		for _, list := range []string{"modules.dep", "modules.builtin"} {
+			if _, err := fs.Stat(src, path.Join("lib/modules", f.KernelRelease, list)); err == nil {
+				f.ModuleLists = true
+			}
+		}
 	}
 
 	if b, err := fs.ReadFile(src, "proc/swaps"); err == nil {
@@ -516,7 +543,7 @@ func hasFilesystem(procFilesystems []byte, name string) bool {
 // overlayModuleExists looks for the overlay module of the running kernel
 // without loading it (no modprobe).
 func overlayModuleExists(src Source, release string) bool {
-	if isDir(src, "sys/module/overlay") {
+	if kernelModule(src, release, "overlay") {
 		return true
 	}
 	dir := path.Join("lib/modules", release, "kernel/fs/overlayfs")
@@ -527,6 +554,33 @@ func overlayModuleExists(src Source, release string) bool {
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "overlay.ko") {
 			return true
+		}
+	}
+	return false
+}
+
+// kernelModule reports whether the kernel has module name without loading
+// it: /sys/module/<name> exists (loaded, or built in with parameters), or the
+// running kernel's modules.builtin or modules.dep lists <name>.ko.
+func kernelModule(src Source, release, name string) bool {
+	if isDir(src, path.Join("sys/module", name)) {
+		return true
+	}
+	if release == "" {
+		return false
+	}
+	for _, list := range []string{"modules.builtin", "modules.dep"} {
+		b, err := fs.ReadFile(src, path.Join("lib/modules", release, list))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			file, _, _ := strings.Cut(sc.Text(), ":")
+			base := path.Base(file)
+			if base == name+".ko" || strings.HasPrefix(base, name+".ko.") {
+				return true
+			}
 		}
 	}
 	return false

@@ -84,48 +84,100 @@ func (f Facts) RequireNode() error {
 	// Controllers switched off in the kernel: fixed on the kernel command line.
 	var offByKernel, notMounted, notInV2, notBuilt []string
 	for _, c := range missing {
-		switch {
-		case cmdlineDisables(f.Cmdline, c) || slices.Contains(f.KernelDisabled, c):
+		switch f.whyMissing(c, pi) {
+		case missingOffByKernel:
 			offByKernel = append(offByKernel, c)
-		case len(f.KernelControllers) > 0 && !slices.Contains(f.KernelControllers, c):
+		case missingNotBuilt:
 			notBuilt = append(notBuilt, c)
-		case f.Cgroup == CgroupModeV2:
+		case missingNotInV2:
 			notInV2 = append(notInV2, c)
-		case len(f.KernelControllers) == 0 && pi:
-			// No /proc/cgroups to tell: on a Pi, the kernel command line
-			// is the usual cause.
-			offByKernel = append(offByKernel, c)
 		default:
 			notMounted = append(notMounted, c)
 		}
 	}
 
 	for _, c := range offByKernel {
-		if cmdlineDisables(f.Cmdline, c) {
-			cause := fmt.Sprintf("the running kernel's command line (/proc/cmdline) contains cgroup_disable=%s, which turns the %s controller off", c, c)
-			if pi {
-				cause += " (the Raspberry Pi firmware adds it; a cgroup_enable=" + c + " later on the line overrides it)"
-			}
-			e.Causes = append(e.Causes, cause)
-		} else {
-			e.Causes = append(e.Causes, fmt.Sprintf("the kernel has the %s controller switched off (enabled 0 in /proc/cgroups)", c))
-		}
+		e.Causes = append(e.Causes, f.offByKernelCause(c, pi))
 	}
 	if len(offByKernel) > 0 {
 		e.Fixes = append(e.Fixes, f.cmdlineFixText(offByKernel, pi))
 	}
 	for _, c := range notMounted {
-		mp := path.Join(cgroupMountPoint, c)
-		e.Fixes = append(e.Fixes, fmt.Sprintf("mount the %s hierarchy: mkdir -p %s && mount -t cgroup -o %s cgroup %s", c, mp, c, mp))
+		e.Fixes = append(e.Fixes, notMountedFix(c))
 	}
 	for _, c := range notInV2 {
-		e.Fixes = append(e.Fixes, fmt.Sprintf("the kernel has the %s controller but %s does not offer it: it is probably bound to a cgroup v1 hierarchy; unmount that (or boot with systemd.unified_cgroup_hierarchy=1) so cgroup v2 gets it",
-			c, path.Join(f.CgroupV2Mount, "cgroup.controllers")))
+		e.Fixes = append(e.Fixes, f.notInV2Fix(c))
 	}
 	for _, c := range notBuilt {
-		e.Fixes = append(e.Fixes, fmt.Sprintf("the kernel is built without the %s controller (%s): boot a kernel that has it", c, kernelConfigFor(c)))
+		e.Fixes = append(e.Fixes, notBuiltFix(c))
 	}
 	return e
+}
+
+// Why a cgroup controller is missing.
+type missingKind int
+
+const (
+	missingNotMounted  missingKind = iota // v1: the kernel has it but no hierarchy is mounted
+	missingOffByKernel                    // switched off on the kernel command line
+	missingNotBuilt                       // the kernel lacks it
+	missingNotInV2                        // v2: bound elsewhere, not offered by the root
+)
+
+func (f Facts) whyMissing(c string, pi bool) missingKind {
+	switch {
+	case cmdlineDisables(f.Cmdline, c) || slices.Contains(f.KernelDisabled, c):
+		return missingOffByKernel
+	case len(f.KernelControllers) > 0 && !slices.Contains(f.KernelControllers, c):
+		return missingNotBuilt
+	case f.Cgroup == CgroupModeV2:
+		return missingNotInV2
+	case len(f.KernelControllers) == 0 && pi:
+		// No /proc/cgroups to tell: on a Pi, the kernel command line is
+		// the usual cause.
+		return missingOffByKernel
+	}
+	return missingNotMounted
+}
+
+// ControllerFix returns why the cgroup controller c is missing (may be "")
+// and the exact fix, as RequireNode words them, for one controller.
+func (f Facts) ControllerFix(c string) (cause, fix string) {
+	pi := f.raspberryPi()
+	switch f.whyMissing(c, pi) {
+	case missingOffByKernel:
+		return f.offByKernelCause(c, pi), f.cmdlineFixText([]string{c}, pi)
+	case missingNotBuilt:
+		return "", notBuiltFix(c)
+	case missingNotInV2:
+		return "", f.notInV2Fix(c)
+	}
+	return "", notMountedFix(c)
+}
+
+func (f Facts) offByKernelCause(c string, pi bool) string {
+	if cmdlineDisables(f.Cmdline, c) {
+		cause := fmt.Sprintf("the running kernel's command line (/proc/cmdline) contains cgroup_disable=%s, which turns the %s controller off", c, c)
+		if pi {
+			cause += " (the Raspberry Pi firmware adds it; a cgroup_enable=" + c + " later on the line overrides it)"
+		}
+		return cause
+	}
+	return fmt.Sprintf("the kernel has the %s controller switched off (enabled 0 in /proc/cgroups)", c)
+}
+
+func notMountedFix(c string) string {
+	mp := path.Join(cgroupMountPoint, c)
+	return fmt.Sprintf("mount the %s hierarchy: mkdir -p %s && mount -t cgroup -o %s cgroup %s", c, mp, c, mp)
+}
+
+func (f Facts) notInV2Fix(c string) string {
+	return fmt.Sprintf("the kernel has the %s controller but %s does not offer it: it is probably bound to a cgroup v1 hierarchy; unmount that (or boot with systemd.unified_cgroup_hierarchy=1) so cgroup v2 gets it",
+		c, path.Join(f.CgroupV2Mount, "cgroup.controllers"))
+}
+
+func notBuiltFix(c string) string {
+	return fmt.Sprintf("the kernel is built without the %s controller (%s): boot a kernel that has it", c, kernelConfigFor(c))
 }
 
 // raspberryPi reports whether the host looks like a Raspberry Pi.

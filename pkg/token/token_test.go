@@ -74,3 +74,40 @@ func TestEnsureServer(t *testing.T) {
 		t.Fatalf("given token: %+v %v", given, err)
 	}
 }
+
+func TestParseBootstrap(t *testing.T) {
+	hash := CAHash([]byte("ca"))
+	full := "K10" + hash + "::abcdef.0123456789abcdef"
+	tok, err := Parse(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.Bootstrap || tok.User != "abcdef" || tok.Secret != "0123456789abcdef" || tok.String() != full {
+		t.Fatalf("parsed %+v, String() %s", tok, tok.String())
+	}
+	bare, err := Parse("abcdef.0123456789abcdef")
+	if err != nil || !bare.Bootstrap || bare.CAHash != "" || bare.String() != "abcdef.0123456789abcdef" {
+		t.Fatalf("bare bootstrap token: %+v, %v", bare, err)
+	}
+	if _, err := Parse("K10" + hash + "::abcdef.short"); err == nil {
+		t.Fatal("malformed bootstrap token accepted")
+	}
+}
+
+func TestEnsureAgent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent-token")
+	if tok, err := EnsureAgent(path, []byte("ca"), ""); err != nil || tok.Secret != "" {
+		t.Fatalf("no agent token asked for: %+v, %v", tok, err)
+	}
+	tok, err := EnsureAgent(path, []byte("ca"), "agentsecret")
+	if err != nil || tok.User != AgentUser || tok.Secret != "agentsecret" {
+		t.Fatalf("%+v, %v", tok, err)
+	}
+	again, err := EnsureAgent(path, []byte("ca"), "")
+	if err != nil || again.Secret != "agentsecret" {
+		t.Fatalf("stored agent token not read back: %+v, %v", again, err)
+	}
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("agent token file mode: %v, %v", info, err)
+	}
+}

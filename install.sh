@@ -1,0 +1,596 @@
+#!/bin/sh
+# install.sh: installs bramble, a small Kubernetes for Raspberry Pi clusters.
+#
+#   curl -sfL https://get.bramble.dev | sh -                          # first node (server)
+#   curl -sfL https://get.bramble.dev | BRAMBLE_URL=https://pi1:6443 \
+#       BRAMBLE_TOKEN=<token from pi1> sh -                            # more nodes (agents)
+#   INSTALL_BRAMBLE_SKIP_DOWNLOAD=true ./install.sh                   # air-gapped
+#
+# Arguments after `sh -s -` are passed to bramble: `sh -s - server --disable traefik`.
+# A first argument `server` or `agent` picks the command; else BRAMBLE_URL set
+# means agent, unset means server.
+#
+# What it does: detects the architecture (amd64, arm64, armhf) and the init
+# system; downloads bramble-<arch> and sha256sum-<arch>.txt from
+# INSTALL_BRAMBLE_DOWNLOAD_URL and checks the sha256 (nothing is installed on a
+# mismatch); installs <bin-dir>/bramble, the kubectl, crictl and ctr symlinks
+# (unless such a command exists already and is not bramble),
+# bramble-killall.sh and bramble-uninstall.sh; writes an environment file
+# (mode 0600) with every BRAMBLE_* variable set; writes a systemd unit
+# (Type=notify) or an OpenRC script, enables and starts it. Without an init
+# system it prints how to start bramble.
+#
+# Environment:
+#   BRAMBLE_*                        written to the environment file bramble reads
+#                                    (BRAMBLE_URL, BRAMBLE_TOKEN, BRAMBLE_DATA_DIR, ...)
+#   BRAMBLE_URL                      server to join: installs an agent (BRAMBLE_TOKEN is then required)
+#   INSTALL_BRAMBLE_DOWNLOAD_URL     where bramble-<arch> and sha256sum-<arch>.txt are
+#                                    (default: the latest GitHub release,
+#                                    https://github.com/bramble-pi/bramble/releases/latest/download)
+#   INSTALL_BRAMBLE_SKIP_DOWNLOAD    true: air-gapped install from INSTALL_BRAMBLE_ARTIFACT_DIR
+#                                    (default: the current directory): bramble-<arch> (or bramble),
+#                                    optionally sha256sum-<arch>.txt (checked when present) and
+#                                    bramble-airgap-images-<arch>.tar.zst, copied into
+#                                    <data-dir>/agent/images/
+#   INSTALL_BRAMBLE_EXEC             extra arguments for bramble (`--node-name pi2 --debug`)
+#   INSTALL_BRAMBLE_BIN_DIR          where bramble and the symlinks go (default /usr/local/bin)
+#   INSTALL_BRAMBLE_SYMLINK          force: replace kubectl/crictl/ctr even when they are not
+#                                    ours; skip: make none (default: only where no such command is)
+#   INSTALL_BRAMBLE_SKIP_ENABLE      true: write the service but neither enable nor start it
+#   INSTALL_BRAMBLE_SKIP_START       true: enable the service but do not start it
+#   INSTALL_BRAMBLE_FIX_CGROUPS      true: on a Raspberry Pi whose kernel command line switches
+#                                    the memory cgroup off, add cgroup_memory=1 cgroup_enable=memory
+#                                    to cmdline.txt (backup kept; reboot needed)
+#   INSTALL_BRAMBLE_ARCH             amd64, arm64 or armhf instead of the detected one
+#   INSTALL_BRAMBLE_SYSTEMD_DIR      where the unit goes (default /etc/systemd/system)
+set -e
+
+# ---------------------------------------------------------------- helpers
+
+info() { printf '[INFO]  %s\n' "$*"; }
+warn() { printf '[WARN]  %s\n' "$*" >&2; }
+fatal() {
+	printf '[ERROR] %s\n' "$*" >&2
+	exit 1
+}
+
+is_true() {
+	case "$1" in
+	true | TRUE | True | 1 | yes) return 0 ;;
+	esac
+	return 1
+}
+
+# quote WORD [WHAT]: WORD in single quotes, read the same by sh, by systemd
+# and inside the double quotes of an OpenRC command_args. Quotes, $, `, \
+# and newlines are refused (no value bramble takes needs them); the error
+# names WHAT, never the value (it may be a secret).
+quote() {
+	case "$1" in
+	*"'"* | *'"'* | *'$'* | *'`'* | *"\\"* | *'
+'*) fatal "${2:-a value} contains a quote, \$, \`, a backslash or a newline, which the service files cannot hold" ;;
+	esac
+	printf "'%s'" "$1"
+}
+
+# ---------------------------------------------------------------- set-up
+
+setup_env() {
+	SUDO=""
+	if [ "$(id -u)" != 0 ]; then
+		command -v sudo >/dev/null 2>&1 || fatal "run as root (no sudo found): curl -sfL ... | sudo sh -"
+		SUDO=sudo
+	fi
+
+	BIN_DIR="${INSTALL_BRAMBLE_BIN_DIR:-/usr/local/bin}"
+	SYSTEMD_DIR="${INSTALL_BRAMBLE_SYSTEMD_DIR:-/etc/systemd/system}"
+	DOWNLOAD_URL="${INSTALL_BRAMBLE_DOWNLOAD_URL:-https://github.com/bramble-pi/bramble/releases/latest/download}"
+	DOWNLOAD_URL="${DOWNLOAD_URL%/}"
+	ARTIFACT_DIR="${INSTALL_BRAMBLE_ARTIFACT_DIR:-.}"
+	DATA_DIR="${BRAMBLE_DATA_DIR:-/var/lib/bramble}"
+	case "$DATA_DIR" in
+	/*) ;;
+	*) fatal "BRAMBLE_DATA_DIR must be an absolute path, got '$DATA_DIR'" ;;
+	esac
+	case "$BIN_DIR" in
+	/*) ;;
+	*) fatal "INSTALL_BRAMBLE_BIN_DIR must be an absolute path, got '$BIN_DIR'" ;;
+	esac
+
+	# The command: the first argument, else INSTALL_BRAMBLE_EXEC's first
+	# word, else agent when BRAMBLE_URL is set.
+	set -f
+	# shellcheck disable=SC2086 # INSTALL_BRAMBLE_EXEC is split into words on purpose
+	set -- $INSTALL_BRAMBLE_EXEC "$@"
+	set +f
+	case "$1" in
+	server | agent)
+		CMD="$1"
+		shift
+		;;
+	*)
+		if [ -n "${BRAMBLE_URL:-}" ]; then CMD=agent; else CMD=server; fi
+		;;
+	esac
+	EXEC_ARGS=""
+	for a in "$@"; do
+		quote "$a" "an argument for bramble" >/dev/null # dies on a value the service files cannot hold
+		EXEC_ARGS="$EXEC_ARGS $(quote "$a")"
+	done
+
+	# The BRAMBLE_* variables go to the environment file: check them now,
+	# before anything is installed. check-config's test hook stays out.
+	BRAMBLE_VARS="$(env | sed -n 's/^\(BRAMBLE_[A-Z0-9_]*\)=.*/\1/p' | grep -vx BRAMBLE_HOST_ROOT | sort -u)" || :
+	for name in $BRAMBLE_VARS; do
+		eval "value=\${$name}"
+		# shellcheck disable=SC2154 # value is set by the eval
+		quote "$value" "$name" >/dev/null
+	done
+	quote "$BIN_DIR" INSTALL_BRAMBLE_BIN_DIR >/dev/null
+	quote "$DATA_DIR" BRAMBLE_DATA_DIR >/dev/null
+
+	if [ "$CMD" = agent ]; then
+		[ -n "${BRAMBLE_URL:-}" ] || fatal "an agent needs BRAMBLE_URL, the server to join (https://<server>:6443)"
+		case "$BRAMBLE_URL" in
+		https://*) ;;
+		*) fatal "BRAMBLE_URL must start with https:// (e.g. https://pi1:6443), got '$BRAMBLE_URL'" ;;
+		esac
+		[ -n "${BRAMBLE_TOKEN:-}" ] || fatal "BRAMBLE_URL is set, so this installs an agent, which needs BRAMBLE_TOKEN: on the server run 'sudo cat ${DATA_DIR}/server/token'"
+		SERVICE=bramble-agent
+	else
+		SERVICE=bramble
+	fi
+}
+
+setup_arch() {
+	[ "$(uname -s)" = Linux ] || fatal "bramble runs on Linux only, this is $(uname -s)"
+	if [ -n "${INSTALL_BRAMBLE_ARCH:-}" ]; then
+		ARCH="$INSTALL_BRAMBLE_ARCH"
+	elif command -v dpkg >/dev/null 2>&1; then
+		# dpkg knows the userland: a 32-bit Raspberry Pi OS on a 64-bit
+		# kernel says aarch64 in uname but needs the armhf binary.
+		ARCH="$(dpkg --print-architecture)"
+	else
+		ARCH="$(uname -m)"
+	fi
+	case "$ARCH" in
+	amd64 | x86_64) ARCH=amd64 ;;
+	arm64 | aarch64) ARCH=arm64 ;;
+	armhf | armv7l | armv7 | arm) ARCH=armhf ;;
+	armv6l | armel) fatal "ARMv6 (Raspberry Pi 1 and Zero) is not supported: bramble needs ARMv7 or newer" ;;
+	*) fatal "unsupported architecture '$ARCH' (bramble is built for amd64, arm64 and armhf)" ;;
+	esac
+
+	OS="unknown Linux"
+	if [ -r /etc/os-release ]; then
+		OS="$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"')"
+	fi
+	MODEL=""
+	if [ -r /proc/device-tree/model ]; then
+		MODEL="$(tr -d '\000' </proc/device-tree/model)"
+	fi
+	info "installing bramble $CMD for $ARCH on ${OS}${MODEL:+ ($MODEL)}"
+}
+
+setup_init() {
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+		INIT=systemd
+		SERVICE_FILE="$SYSTEMD_DIR/$SERVICE.service"
+		ENV_FILE="$SYSTEMD_DIR/$SERVICE.service.env"
+	elif [ -x /sbin/openrc-run ] && command -v rc-update >/dev/null 2>&1; then
+		INIT=openrc
+		SERVICE_FILE="/etc/init.d/$SERVICE"
+		ENV_FILE="/etc/bramble/$SERVICE.env"
+	else
+		INIT=none
+		SERVICE_FILE=""
+		ENV_FILE="/etc/bramble/$SERVICE.env"
+	fi
+}
+
+# ---------------------------------------------------------------- download
+
+setup_tmp() {
+	TMP_DIR="$(mktemp -d -t bramble-install.XXXXXXXX)"
+	cleanup() {
+		code=$?
+		set +e
+		trap - EXIT
+		rm -rf "$TMP_DIR"
+		exit "$code"
+	}
+	trap cleanup INT HUP TERM EXIT
+}
+
+# download FILE URL [progress]
+download() {
+	if command -v curl >/dev/null 2>&1; then
+		if [ "${3:-}" = progress ]; then
+			curl -fL --progress-bar -o "$1" "$2" || fatal "download of $2 failed"
+		else
+			curl -fsSL -o "$1" "$2" || fatal "download of $2 failed"
+		fi
+	elif command -v wget >/dev/null 2>&1; then
+		if [ "${3:-}" = progress ] && wget --version 2>/dev/null | grep -q 'GNU Wget'; then
+			wget -q --show-progress --progress=bar:force -O "$1" "$2" || fatal "download of $2 failed"
+		else
+			wget -q -O "$1" "$2" || fatal "download of $2 failed"
+		fi
+	else
+		fatal "neither curl nor wget is installed: install one (apt-get install curl), or copy the files over and use INSTALL_BRAMBLE_SKIP_DOWNLOAD=true"
+	fi
+}
+
+sha256_of() {
+	if command -v sha256sum >/dev/null 2>&1; then
+		sha256sum "$1" | cut -d' ' -f1
+	elif command -v shasum >/dev/null 2>&1; then
+		shasum -a 256 "$1" | cut -d' ' -f1
+	else
+		fatal "no sha256sum to verify the download with"
+	fi
+}
+
+# verify FILE SUMS NAME: FILE's sha256 is the one SUMS lists for NAME.
+verify() {
+	want="$(awk -v n="$3" '$2 == n || $2 == "*" n { print $1; exit }' "$2")"
+	[ -n "$want" ] || fatal "$(basename "$2") has no checksum for $3"
+	got="$(sha256_of "$1")"
+	[ "$got" = "$want" ] || fatal "sha256 mismatch for $3: expected $want, got $got; nothing was installed"
+	info "sha256 of $3 verified"
+}
+
+get_binary() {
+	BINARY="$TMP_DIR/bramble"
+	NAME="bramble-$ARCH"
+	if is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}"; then
+		src=""
+		for f in "$ARTIFACT_DIR/$NAME" "$ARTIFACT_DIR/bramble"; do
+			if [ -f "$f" ]; then
+				src="$f"
+				break
+			fi
+		done
+		if [ -z "$src" ] && [ -x "$BIN_DIR/bramble" ]; then
+			info "air-gapped: using the bramble already in $BIN_DIR"
+			src="$BIN_DIR/bramble"
+		fi
+		[ -n "$src" ] || fatal "air-gapped install: no $NAME or bramble in $(cd "$ARTIFACT_DIR" && pwd) (copy them there, or set INSTALL_BRAMBLE_ARTIFACT_DIR)"
+		cp "$src" "$BINARY"
+		if [ -f "$ARTIFACT_DIR/sha256sum-$ARCH.txt" ] && [ "$src" = "$ARTIFACT_DIR/$NAME" ]; then
+			verify "$BINARY" "$ARTIFACT_DIR/sha256sum-$ARCH.txt" "$NAME"
+		fi
+	else
+		info "downloading $DOWNLOAD_URL/sha256sum-$ARCH.txt"
+		download "$TMP_DIR/sha256sum.txt" "$DOWNLOAD_URL/sha256sum-$ARCH.txt"
+		info "downloading $DOWNLOAD_URL/$NAME"
+		download "$BINARY" "$DOWNLOAD_URL/$NAME" progress
+		verify "$BINARY" "$TMP_DIR/sha256sum.txt" "$NAME"
+	fi
+	chmod 755 "$BINARY"
+	VERSION="$("$BINARY" --version 2>/dev/null)" ||
+		fatal "$NAME does not run on this machine (wrong architecture or a broken file); nothing was installed"
+	info "got $VERSION"
+}
+
+# ---------------------------------------------------------------- install
+
+install_binary() {
+	$SUDO mkdir -p "$BIN_DIR"
+	# Copy next to the target, then rename: a running bramble keeps its file.
+	$SUDO cp "$BINARY" "$BIN_DIR/.bramble.new"
+	$SUDO chmod 755 "$BIN_DIR/.bramble.new"
+	$SUDO mv -f "$BIN_DIR/.bramble.new" "$BIN_DIR/bramble"
+	info "installed $BIN_DIR/bramble"
+}
+
+# ours PATH: PATH is a symbolic link to bramble.
+ours() {
+	[ -L "$1" ] || return 1
+	case "$(readlink "$1")" in
+	bramble | "$BIN_DIR/bramble") return 0 ;;
+	esac
+	return 1
+}
+
+install_symlinks() {
+	if [ "${INSTALL_BRAMBLE_SYMLINK:-}" = skip ]; then
+		info "not creating the kubectl, crictl and ctr symlinks (INSTALL_BRAMBLE_SYMLINK=skip)"
+		return
+	fi
+	for cmd in kubectl crictl ctr; do
+		link="$BIN_DIR/$cmd"
+		if [ "${INSTALL_BRAMBLE_SYMLINK:-}" != force ]; then
+			if [ -e "$link" ] || [ -L "$link" ]; then
+				if ! ours "$link"; then
+					info "skipping $link: it exists and is not bramble's (INSTALL_BRAMBLE_SYMLINK=force replaces it)"
+					continue
+				fi
+			elif other="$(command -v "$cmd" 2>/dev/null)" && [ -n "$other" ]; then
+				info "skipping $cmd symlink: $other is on the PATH already (use 'bramble $cmd', or INSTALL_BRAMBLE_SYMLINK=force)"
+				continue
+			fi
+		fi
+		$SUDO ln -sfn bramble "$link"
+		info "symlink $link -> bramble"
+	done
+}
+
+install_killall() {
+	"$BIN_DIR/bramble" killall-script >"$TMP_DIR/killall.sh" ||
+		fatal "$BIN_DIR/bramble killall-script failed"
+	$SUDO cp "$TMP_DIR/killall.sh" "$BIN_DIR/bramble-killall.sh"
+	$SUDO chmod 755 "$BIN_DIR/bramble-killall.sh"
+	info "installed $BIN_DIR/bramble-killall.sh"
+}
+
+install_uninstall() {
+	f="$TMP_DIR/uninstall.sh"
+	{
+		cat <<EOF
+#!/bin/sh
+# bramble-uninstall.sh: written by install.sh. Stops bramble, runs
+# bramble-killall.sh, and removes what install.sh installed and what the node
+# left: the $SERVICE service, the binary and its symlinks, the data dir
+# (certificates, datastore, images), kubelet, CNI and pod log directories and
+# /etc/bramble. Nothing of it can be recovered afterwards.
+set -u
+[ "\$(id -u)" = 0 ] || { echo "bramble-uninstall.sh: must run as root" >&2; exit 1; }
+
+BIN_DIR=$(quote "$BIN_DIR")
+DATA_DIR=$(quote "$DATA_DIR")
+SERVICE=$(quote "$SERVICE")
+INIT=$(quote "$INIT")
+SERVICE_FILE=$(quote "$SERVICE_FILE")
+ENV_FILE=$(quote "$ENV_FILE")
+EOF
+		cat <<'EOF'
+
+info() { printf '[INFO]  %s\n' "$*"; }
+
+case "$INIT" in
+systemd)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl stop "$SERVICE" 2>/dev/null || :
+		systemctl disable "$SERVICE" 2>/dev/null || :
+	fi
+	;;
+openrc)
+	rc-service "$SERVICE" stop 2>/dev/null || :
+	rc-update del "$SERVICE" default 2>/dev/null || :
+	;;
+esac
+
+if [ -x "$BIN_DIR/bramble-killall.sh" ]; then
+	info "running bramble-killall.sh"
+	"$BIN_DIR/bramble-killall.sh" -q --data-dir "$DATA_DIR" || :
+fi
+
+for f in "$SERVICE_FILE" "$ENV_FILE"; do
+	[ -n "$f" ] && [ -e "$f" ] && rm -f "$f" && info "removed $f"
+done
+if [ "$INIT" = systemd ] && command -v systemctl >/dev/null 2>&1; then
+	systemctl daemon-reload 2>/dev/null || :
+	systemctl reset-failed "$SERVICE" 2>/dev/null || :
+fi
+
+for cmd in kubectl crictl ctr; do
+	link="$BIN_DIR/$cmd"
+	if [ -L "$link" ]; then
+		case "$(readlink "$link")" in
+		bramble | "$BIN_DIR/bramble") rm -f "$link" && info "removed $link" ;;
+		esac
+	fi
+done
+
+# What the node leaves behind (the killall script unmounted what was mounted).
+for d in "$DATA_DIR" /etc/bramble /run/bramble /run/flannel /var/lib/kubelet \
+	/var/lib/cni /var/log/pods /var/log/containers; do
+	if [ -e "$d" ]; then
+		rm -rf "$d" && info "removed $d"
+	fi
+done
+
+rm -f "$BIN_DIR/bramble" "$BIN_DIR/bramble-killall.sh"
+info "removed $BIN_DIR/bramble and $BIN_DIR/bramble-killall.sh"
+rm -f "$0"
+info "bramble is uninstalled"
+EOF
+	} >"$f"
+	$SUDO cp "$f" "$BIN_DIR/bramble-uninstall.sh"
+	$SUDO chmod 755 "$BIN_DIR/bramble-uninstall.sh"
+	info "installed $BIN_DIR/bramble-uninstall.sh"
+}
+
+install_airgap_images() {
+	is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}" || return 0
+	images=""
+	for f in "$ARTIFACT_DIR/bramble-airgap-images-$ARCH.tar.zst" "$ARTIFACT_DIR/bramble-airgap-images-$ARCH.tar"; do
+		if [ -f "$f" ]; then
+			images="$f"
+			break
+		fi
+	done
+	if [ -z "$images" ]; then
+		warn "no bramble-airgap-images-$ARCH.tar.zst in $(cd "$ARTIFACT_DIR" && pwd): without it the bundled workloads (CoreDNS, Traefik, the Plumber API) have no images"
+		return 0
+	fi
+	$SUDO mkdir -p "$DATA_DIR/agent/images"
+	$SUDO cp "$images" "$DATA_DIR/agent/images/"
+	info "copied $(basename "$images") to $DATA_DIR/agent/images/"
+}
+
+# ---------------------------------------------------------------- service
+
+write_env_file() {
+	f="$TMP_DIR/env"
+	: >"$f"
+	chmod 600 "$f"
+	for name in $BRAMBLE_VARS; do
+		eval "value=\${$name}"
+		printf '%s=%s\n' "$name" "$(quote "$value")" >>"$f"
+	done
+	$SUDO mkdir -p "$(dirname "$ENV_FILE")"
+	# Create it 0600 before it holds the token.
+	# shellcheck disable=SC2016 # $1 expands in the inner shell
+	$SUDO sh -c 'umask 077 && cat >"$1" && chmod 600 "$1"' sh "$ENV_FILE" <"$f"
+	info "environment file $ENV_FILE (mode 0600)"
+}
+
+write_systemd_unit() {
+	f="$TMP_DIR/unit"
+	cat >"$f" <<EOF
+[Unit]
+Description=bramble $CMD: a small Kubernetes for Raspberry Pi clusters
+Documentation=https://github.com/bramble-pi/bramble
+Wants=network-online.target
+After=network-online.target
+
+[Install]
+WantedBy=multi-user.target
+
+[Service]
+# bramble sends READY=1 once its node is Ready.
+Type=notify
+EnvironmentFile=-/etc/default/%N
+EnvironmentFile=-$ENV_FILE
+# Only bramble itself is stopped: containers keep running across restarts
+# (bramble-killall.sh stops them all).
+KillMode=process
+Delegate=yes
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec=0
+Restart=always
+RestartSec=5s
+ExecStartPre=-/sbin/modprobe br_netfilter
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=$BIN_DIR/bramble $CMD$EXEC_ARGS
+EOF
+	$SUDO mkdir -p "$SYSTEMD_DIR"
+	$SUDO cp "$f" "$SERVICE_FILE"
+	$SUDO chmod 644 "$SERVICE_FILE"
+	info "systemd unit $SERVICE_FILE"
+}
+
+write_openrc_script() {
+	f="$TMP_DIR/openrc"
+	cat >"$f" <<EOF
+#!/sbin/openrc-run
+# shellcheck shell=sh disable=SC2034,SC1091 # openrc-run reads these variables; the env file is written at install
+description="bramble $CMD: a small Kubernetes for Raspberry Pi clusters"
+
+depend() {
+	after network-online
+	want cgroups
+}
+
+start_pre() {
+	modprobe br_netfilter 2>/dev/null || :
+	modprobe overlay 2>/dev/null || :
+}
+
+supervisor=supervise-daemon
+name=$SERVICE
+command=$(quote "$BIN_DIR/bramble")
+command_args="$CMD$EXEC_ARGS"
+output_log=/var/log/$SERVICE.log
+error_log=/var/log/$SERVICE.log
+pidfile=/var/run/$SERVICE.pid
+respawn_delay=5
+respawn_max=0
+
+set -o allexport
+if [ -f $(quote "$ENV_FILE") ]; then . $(quote "$ENV_FILE"); fi
+set +o allexport
+EOF
+	$SUDO cp "$f" "$SERVICE_FILE"
+	$SUDO chmod 755 "$SERVICE_FILE"
+	info "OpenRC script $SERVICE_FILE"
+}
+
+start_service() {
+	case "$INIT" in
+	systemd)
+		$SUDO systemctl daemon-reload
+		if is_true "${INSTALL_BRAMBLE_SKIP_ENABLE:-}"; then
+			info "not enabling or starting $SERVICE (INSTALL_BRAMBLE_SKIP_ENABLE): systemctl enable --now $SERVICE"
+			return
+		fi
+		$SUDO systemctl enable "$SERVICE" >/dev/null 2>&1 || $SUDO systemctl enable "$SERVICE"
+		info "enabled $SERVICE"
+		if is_true "${INSTALL_BRAMBLE_SKIP_START:-}"; then
+			info "not starting $SERVICE (INSTALL_BRAMBLE_SKIP_START): systemctl start $SERVICE"
+			return
+		fi
+		info "starting $SERVICE (returns once the node is Ready)"
+		$SUDO systemctl restart "$SERVICE"
+		;;
+	openrc)
+		if is_true "${INSTALL_BRAMBLE_SKIP_ENABLE:-}"; then
+			info "not enabling or starting $SERVICE (INSTALL_BRAMBLE_SKIP_ENABLE): rc-update add $SERVICE default && rc-service $SERVICE start"
+			return
+		fi
+		$SUDO rc-update add "$SERVICE" default >/dev/null
+		info "enabled $SERVICE"
+		if is_true "${INSTALL_BRAMBLE_SKIP_START:-}"; then
+			info "not starting $SERVICE (INSTALL_BRAMBLE_SKIP_START): rc-service $SERVICE start"
+			return
+		fi
+		$SUDO rc-service "$SERVICE" restart
+		;;
+	none)
+		info "no init system found (neither systemd nor OpenRC): start bramble yourself, e.g."
+		info "  sudo sh -c \"set -a; . $ENV_FILE; set +a; exec $BIN_DIR/bramble $CMD$EXEC_ARGS >/var/log/$SERVICE.log 2>&1\" &"
+		info "stop it with $BIN_DIR/bramble-killall.sh"
+		;;
+	esac
+}
+
+# ---------------------------------------------------------------- host check
+
+check_host() {
+	if "$BIN_DIR/bramble" check-config >"$TMP_DIR/check" 2>&1; then
+		info "bramble check-config: everything required is there"
+	else
+		warn "bramble check-config found something missing; bramble will not run a node until it is fixed:"
+		grep -e '\[MISSING\]' "$TMP_DIR/check" >&2 || cat "$TMP_DIR/check" >&2
+	fi
+	if is_true "${INSTALL_BRAMBLE_FIX_CGROUPS:-}"; then
+		# The same edit as `bramble check-config --fix-cgroups` (one copy
+		# of the logic, in the binary).
+		$SUDO "$BIN_DIR/bramble" check-config --fix-cgroups >"$TMP_DIR/fix" 2>&1 || :
+		sed -n 's/^fix-cgroups: //p; /^  before: /p; /^  after: /p' "$TMP_DIR/fix"
+		grep -q '^bramble: ' "$TMP_DIR/fix" && sed -n 's/^bramble: //p' "$TMP_DIR/fix" >&2
+	elif grep -q '\[MISSING\] cgroup controller memory:.*cmdline.txt' "$TMP_DIR/check"; then
+		warn "rerun with INSTALL_BRAMBLE_FIX_CGROUPS=true to make that cmdline.txt change, then reboot"
+	fi
+	return 0
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+	setup_env "$@"
+	setup_arch
+	setup_init
+	setup_tmp
+	get_binary
+	install_binary
+	install_symlinks
+	install_killall
+	install_uninstall
+	install_airgap_images
+	write_env_file
+	case "$INIT" in
+	systemd) write_systemd_unit ;;
+	openrc) write_openrc_script ;;
+	esac
+	check_host
+	start_service
+	info "done: uninstall with $BIN_DIR/bramble-uninstall.sh"
+}
+
+main "$@"
