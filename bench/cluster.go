@@ -101,12 +101,13 @@ func clusterScenario(bin string, idle time.Duration) error {
 	time.Sleep(idle)
 	cpu1 := ticks(pids)
 	var rss, pss, anon int
-	for _, pid := range pids {
+	names := []string{"bramble", "containerd"}
+	for i, pid := range pids {
 		r := smapsRollup(pid)
 		rss, pss, anon = rss+r["Rss"], pss+r["Pss"], anon+r["Anonymous"]
+		fmt.Printf("agent idle %-11s                  RSS %d MiB (anonymous %d MiB, file %d MiB)\n", names[i]+":", r["Rss"]/1024, r["Anonymous"]/1024, (r["Rss"]-r["Anonymous"])/1024)
 	}
-	fmt.Printf("agent idle memory bramble+containerd:   RSS %d MiB (bramble %d + containerd %d), PSS %d MiB, anonymous %d MiB\n",
-		rss/1024, smapsRollup(pids[0])["Rss"]/1024, (rss-smapsRollup(pids[0])["Rss"])/1024, pss/1024, anon/1024)
+	fmt.Printf("agent idle memory bramble+containerd:   RSS %d MiB, PSS %d MiB, anonymous %d MiB\n", rss/1024, pss/1024, anon/1024)
 	if u, err := residentUnionKiB(pids); err == nil {
 		fmt.Printf("agent idle resident, shared pages once:  %d MiB\n", u/1024)
 	}
