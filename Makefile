@@ -30,6 +30,7 @@ EMBEDDED   :=
 -include mk/helpers.mk
 -include mk/images.mk
 -include mk/release.mk
+-include mk/cluster.mk
 
 # The pause image, embedded in bramble (pkg/pause).
 PAUSE_ARCHIVE := pkg/pause/assets/pause-$(ARCH).tar

@@ -30,8 +30,9 @@ func main() {
 		"controlplane": controlPlane,
 		"node":         node,
 		"addons":       addons,
+		"cluster":      clusterScenario,
 	}
-	for _, name := range []string{"controlplane", "node", "addons"} {
+	for _, name := range []string{"controlplane", "node", "addons", "cluster"} {
 		if *only != "" && *only != name {
 			continue
 		}

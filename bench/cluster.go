@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bramble-pi/bramble/tests/cluster"
+)
+
+// clusterScenario: a server and two agents in network namespaces on this
+// machine (tests/cluster). Seconds from `bramble agent` start to its node
+// Ready: a first join that imports the air-gap images, a first join with
+// only the small test image, and a restart of a joined agent; then, after
+// idle, the memory of an agent (bramble + containerd) and its CPU while idle.
+func clusterScenario(bin string, idle time.Duration) error {
+	root := filepath.Dir(filepath.Dir(bin))
+	airgap := filepath.Join(root, "dist", "bramble-airgap-images-"+runtime.GOARCH+".tar.zst")
+	busybox := filepath.Join(root, "dist", "images", runtime.GOARCH, "busybox.tar")
+	for _, f := range []string{airgap, busybox} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("image archive (make airgap test-images): %w", err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "bramble-bench-cluster-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	c, err := cluster.New(cluster.Config{
+		Name: "brbench", StateDir: filepath.Join(dir, "state"), Binary: bin,
+		Killall: filepath.Join(root, "scripts", "bramble-killall.sh"), Images: []string{airgap, busybox},
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.Down(); err != nil { // a bench cluster left by a crashed run
+		return err
+	}
+	defer func() {
+		if err := c.Down(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench cluster down: %v\n", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	server, err := c.AddNode(cluster.NodeOptions{Host: "pi1", Index: 1, Role: cluster.RoleServer})
+	if err != nil {
+		return err
+	}
+	if _, err := c.StartServer(server); err != nil {
+		return err
+	}
+	if err := c.WaitAPI(ctx); err != nil {
+		return err
+	}
+	if err := c.WaitReady(ctx, true, server); err != nil {
+		return err
+	}
+	fmt.Printf("server node Ready after start:          %6.2f s\n", time.Since(server.Started).Seconds())
+	token, err := c.Token()
+	if err != nil {
+		return err
+	}
+
+	// One agent at a time: the machine's cores are not shared by the joins.
+	agent, err := c.AddNode(cluster.NodeOptions{Host: "pi2", Index: 2, Role: cluster.RoleAgent})
+	if err != nil {
+		return err
+	}
+	if err := timeAgent(ctx, c, agent, token, "agent Ready after first join (air-gap):"); err != nil {
+		return err
+	}
+	small, err := c.AddNode(cluster.NodeOptions{Host: "pi3", Index: 3, Role: cluster.RoleAgent, Images: []string{busybox}})
+	if err != nil {
+		return err
+	}
+	if err := timeAgent(ctx, c, small, token, "agent Ready after first join (busybox):"); err != nil {
+		return err
+	}
+	if _, err := c.Stop(agent, 30*time.Second); err != nil {
+		return err
+	}
+	if err := timeAgent(ctx, c, agent, token, "agent Ready after restart:"); err != nil {
+		return err
+	}
+
+	fmt.Printf("idling %s ...\n", idle)
+	pids := []int{agent.Process.PID}
+	if p := agent.ContainerdPID(); p > 0 {
+		pids = append(pids, p)
+	}
+	cpu0 := ticks(pids)
+	time.Sleep(idle)
+	cpu1 := ticks(pids)
+	var rss, pss, anon int
+	names := []string{"bramble", "containerd"}
+	for i, pid := range pids {
+		r := smapsRollup(pid)
+		rss, pss, anon = rss+r["Rss"], pss+r["Pss"], anon+r["Anonymous"]
+		fmt.Printf("agent idle %-11s                  RSS %d MiB (anonymous %d MiB, file %d MiB)\n", names[i]+":", r["Rss"]/1024, r["Anonymous"]/1024, (r["Rss"]-r["Anonymous"])/1024)
+	}
+	fmt.Printf("agent idle memory bramble+containerd:   RSS %d MiB, PSS %d MiB, anonymous %d MiB\n", rss/1024, pss/1024, anon/1024)
+	if u, err := residentUnionKiB(pids); err == nil {
+		fmt.Printf("agent idle resident, shared pages once:  %d MiB\n", u/1024)
+	}
+	fmt.Printf("agent idle CPU over %s:                 %5.1f %% of one core\n", idle, float64(cpu1-cpu0)/idle.Seconds())
+	return nil
+}
+
+// timeAgent starts bramble agent on n and prints the seconds to its node Ready.
+func timeAgent(ctx context.Context, c *cluster.Cluster, n *cluster.Node, token, label string) error {
+	if _, err := c.StartAgent(n, token); err != nil {
+		return err
+	}
+	if err := c.WaitReadySince(ctx, n.Started, n); err != nil {
+		return err
+	}
+	fmt.Printf("%-40s %6.2f s\n", label, time.Since(n.Started).Seconds())
+	return nil
+}
+
+// residentUnionKiB is the memory the processes keep resident, each physical
+// page counted once: bramble and its containerd child map the same binary,
+// so the sum of their RSS counts its pages twice. It reads the page frames
+// from /proc/PID/pagemap (needs root).
+func residentUnionKiB(pids []int) (int, error) {
+	frames := map[uint64]struct{}{}
+	for _, pid := range pids {
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			return 0, err
+		}
+		pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(maps), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[1][0] != 'r' {
+				continue
+			}
+			lo, hi, ok := strings.Cut(f[0], "-")
+			if !ok {
+				continue
+			}
+			start, err1 := strconv.ParseUint(lo, 16, 64)
+			end, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 != nil || err2 != nil || end <= start || f[len(f)-1] == "[vsyscall]" {
+				continue
+			}
+			buf := make([]byte, (end-start)/4096*8)
+			n, _ := pm.ReadAt(buf, int64(start/4096*8))
+			for i := 0; i+8 <= n; i += 8 {
+				e := binary.LittleEndian.Uint64(buf[i:])
+				if e&(1<<63) != 0 { // present
+					if pfn := e & (1<<55 - 1); pfn != 0 {
+						frames[pfn] = struct{}{}
+					}
+				}
+			}
+		}
+		pm.Close()
+	}
+	return len(frames) * 4, nil
+}
