@@ -22,7 +22,8 @@ LDFLAGS = -s -w $(K8S_LDFLAGS) \
 	-X github.com/bramble-pi/bramble/pkg/version.GitCommit=$(COMMIT) \
 	-X github.com/bramble-pi/bramble/pkg/version.Kubernetes=$(K8S_VERSION)
 
-GO_SOURCES := $(shell find cmd pkg scripts -name '*.go' -not -name '*_test.go') scripts/bramble-killall.sh go.mod go.sum
+# Everything compiled or embedded into bin/bramble (the bundled manifests too).
+GO_SOURCES := $(shell find cmd pkg scripts -name '*.go' -not -name '*_test.go') scripts/bramble-killall.sh $(wildcard manifests/*.yaml) go.mod go.sum
 EMBEDDED   :=
 # The included mk/*.mk files define targets: keep `make` = `make all`.
 .DEFAULT_GOAL := all
