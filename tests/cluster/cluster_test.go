@@ -123,6 +123,7 @@ func TestCluster(t *testing.T) {
 	t.Run("PlumberSpread", e.plumberSpread)
 	t.Run("PodToPodAcrossNodes", e.podToPod)
 	t.Run("JoinRefused", e.joinRefused)
+	t.Run("BareSecretJoinAndNameFreedByDelete", e.bareSecretJoin)
 	t.Run("AgentStopAndRejoin", e.agentStopAndRejoin)
 	t.Run("ServerRestartKeepsAgentPods", e.serverRestart)
 }
@@ -454,6 +455,73 @@ func (e *env) joinRefused(t *testing.T) {
 			t.Errorf("bramble token delete %s: %v\n%s", id, err, out)
 		}
 	}
+}
+
+// bareSecretJoin: the spare machine joins with the bare secret (no CA hash:
+// it works, with a warning) and labels and a taint of its own; `kubectl
+// delete node` then frees the name, and another machine (pi5: new namespaces
+// and data dir, so a new node password) joins under it.
+func (e *env) bareSecretJoin(t *testing.T) {
+	spare := e.node("pi4")
+	token, err := e.c.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := strings.Cut(token, "::server:")
+	server := e.node("pi1")
+	join := func(n *cluster.Node, dataDir, tok string, extra ...string) {
+		t.Helper()
+		args := append([]string{"agent", "--server", fmt.Sprintf("https://%s:%d", server.IP(), cluster.APIPort),
+			"--data-dir", dataDir, "--node-name", "pi4", "--node-ip", n.IP(), "--kubelet-arg=cgroup-root=" + n.Cgroup}, extra...)
+		if _, err := e.c.Start(n, args, []string{"BRAMBLE_TOKEN=" + tok}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.c.WaitReady(e.ctx(2*time.Minute), true, n); err != nil {
+			t.Fatalf("%s (node pi4) did not become Ready: %v\n%s", n.Host, err, n.LogTail(3000))
+		}
+	}
+	leave := func(n *cluster.Node) {
+		t.Helper()
+		if _, err := e.c.Stop(n, 30*time.Second); err != nil {
+			t.Error(err)
+		}
+		if err := e.cs.CoreV1().Nodes().Delete(e.ctx(time.Minute), "pi4", metav1.DeleteOptions{}); err != nil {
+			t.Fatalf("kubectl delete node pi4: %v", err)
+		}
+		testutil.WaitFor(t, time.Minute, "pi4's node password freed", func() bool {
+			_, err := e.cs.CoreV1().Secrets("kube-system").Get(e.ctx(time.Minute), "pi4.node-password.bramble", metav1.GetOptions{})
+			return err != nil
+		})
+	}
+
+	before, _ := os.ReadFile(spare.LogFile())
+	join(spare, filepath.Join(spare.Dir, "data-bare"), secret, "--node-label", "bramble.test/spare=yes", "--node-taint", "bramble.test/spare=yes:NoSchedule")
+	all, _ := os.ReadFile(spare.LogFile())
+	if !strings.Contains(string(all[len(before):]), "the token has no CA hash") {
+		t.Error("joining with a bare secret logged no warning about the missing CA hash")
+	}
+	node, err := e.cs.CoreV1().Nodes().Get(e.ctx(time.Minute), "pi4", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.Labels["bramble.test/spare"] != "yes" {
+		t.Errorf("pi4 labels %v lack bramble.test/spare=yes", node.Labels)
+	}
+	tainted := false
+	for _, taint := range node.Spec.Taints {
+		tainted = tainted || (taint.Key == "bramble.test/spare" && taint.Value == "yes" && taint.Effect == corev1.TaintEffectNoSchedule)
+	}
+	if !tainted {
+		t.Errorf("pi4 taints %v lack bramble.test/spare=yes:NoSchedule", node.Spec.Taints)
+	}
+	leave(spare)
+	other, err := e.c.AddNode(cluster.NodeOptions{Host: "pi5", Index: 5, NodeName: "pi4", Role: cluster.RoleAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(other, other.DataDir(), token, "--node-taint", "bramble.test/spare=yes:NoSchedule")
+	t.Log("another machine (pi5) joined as pi4 after `kubectl delete node pi4`")
+	leave(other)
 }
 
 func lastLine(s string) string {
