@@ -2,24 +2,18 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 )
 
 // WaitNodeReady blocks until the node's Ready condition is True (read with
 // the kubelet's own credentials), or ctx ends.
-func WaitNodeReady(ctx context.Context, kubeconfig, nodeName string) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return fmt.Errorf("kubelet kubeconfig: %w", err)
-	}
-	rc.Timeout = 5 * time.Second
-	cs, err := kubernetes.NewForConfig(rc)
+func WaitNodeReady(ctx context.Context, kubeletKubeconfig, nodeName string) error {
+	cs, err := kubeconfig.Clientset(kubeletKubeconfig, 5*time.Second)
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/server"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
@@ -114,11 +114,9 @@ func adminClient(dataDir string) (*kubernetes.Clientset, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the server CA (run this on the server, with its --data-dir): %w", err)
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", p.Cred("admin.kubeconfig"))
+	cs, err := kubeconfig.Clientset(p.Cred("admin.kubeconfig"), 15*time.Second)
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin kubeconfig (run this on the server, with its --data-dir): %w", err)
 	}
-	rc.Timeout = 15 * time.Second
-	cs, err := kubernetes.NewForConfig(rc)
-	return cs, ca, err
+	return cs, ca, nil
 }

@@ -16,8 +16,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/flannel-io/flannel/pkg/backend"
 	_ "github.com/flannel-io/flannel/pkg/backend/vxlan" // registers the vxlan backend
@@ -26,6 +24,7 @@ import (
 	"github.com/flannel-io/flannel/pkg/subnet/kube"
 	"github.com/flannel-io/flannel/pkg/trafficmngr/iptables"
 
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/pki"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
@@ -146,13 +145,9 @@ func (f *Flannel) run(ctx context.Context) error {
 // waitForPodCIDR waits until the controller-manager gave the node a pod CIDR
 // (the node must have registered first); flannel's lease is that CIDR.
 func (f *Flannel) waitForPodCIDR(ctx context.Context) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", f.cfg.Kubeconfig)
+	cs, err := kubeconfig.Clientset(f.cfg.Kubeconfig, 0)
 	if err != nil {
-		return fmt.Errorf("flannel kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
+		return fmt.Errorf("flannel: %w", err)
 	}
 	return wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		node, err := cs.CoreV1().Nodes().Get(ctx, f.cfg.NodeName, metav1.GetOptions{})

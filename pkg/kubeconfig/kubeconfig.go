@@ -4,6 +4,9 @@ package kubeconfig
 import (
 	"fmt"
 	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -64,4 +67,19 @@ func Write(path string, mode os.FileMode, spec Spec) error {
 		return fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return nil
+}
+
+// Clientset connects to the cluster a kubeconfig file points at; a timeout
+// of 0 leaves client-go's default (none).
+func Clientset(path string, timeout time.Duration) (*kubernetes.Clientset, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	rc.Timeout = timeout
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cs, nil
 }

@@ -7,8 +7,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 )
 
 // FlannelUser is the identity flannel runs as: the Node authorizer lets a
@@ -17,11 +17,7 @@ const FlannelUser = "bramble:flannel"
 
 // bootstrapRBAC creates the roles bramble's own components need.
 func bootstrapRBAC(ctx context.Context, adminKubeconfig string) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", adminKubeconfig)
-	if err != nil {
-		return fmt.Errorf("admin kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubeconfig.Clientset(adminKubeconfig, 0)
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/bramble-pi/bramble/pkg/datastore"
 	"github.com/bramble-pi/bramble/pkg/join"
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/pki"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 	"github.com/bramble-pi/bramble/pkg/token"
@@ -93,11 +91,7 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 // serves, and frees a node's name when its Node is deleted.
 func (cp *ControlPlane) joinComponent() supervisor.Component {
 	return &supervisor.InProcess{ComponentName: "join", StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
-		rc, err := clientcmd.BuildConfigFromFlags("", cp.creds.AdminKubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("admin kubeconfig: %w", err)
-		}
-		cs, err := kubernetes.NewForConfig(rc)
+		cs, err := kubeconfig.Clientset(cp.creds.AdminKubeconfig, 0)
 		if err != nil {
 			return nil, err
 		}
