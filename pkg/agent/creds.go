@@ -33,6 +33,9 @@ const (
 	KubeletServing  = "serving-kubelet"
 )
 
+// identities are the certificates every node holds (NodeLeaves' keys).
+var identities = []string{KubeletClient, KubeProxyClient, FlannelClient, KubeletServing}
+
 // CredentialFiles is the layout of a node's credentials under dir
 // (<data-dir>/agent).
 func CredentialFiles(dir string) Credentials {
@@ -76,7 +79,7 @@ func (c Credentials) Write(b CertBundle) error {
 	if err := pki.WriteSecret(c.ClientCA, b.ClientCA); err != nil {
 		return err
 	}
-	for _, name := range []string{KubeletClient, KubeProxyClient, FlannelClient, KubeletServing} {
+	for _, name := range identities {
 		p, ok := b.Certs[name]
 		if !ok {
 			return fmt.Errorf("credentials from the server lack %s", name)
@@ -106,7 +109,7 @@ func (c Credentials) WriteKubeconfigs(server string) error {
 // certificate present and good for more than pki.RenewBefore, and the
 // kubeconfigs present.
 func (c Credentials) Valid(now time.Time) error {
-	for _, name := range []string{KubeletClient, KubeProxyClient, FlannelClient, KubeletServing} {
+	for _, name := range identities {
 		if err := pki.ValidFor(c.Cert(name), pki.RenewBefore, now); err != nil {
 			return err
 		}

@@ -135,14 +135,12 @@ func sourceIPFor(serverURL string) (net.IP, error) {
 	if port == "" {
 		port = "443"
 	}
-	conn, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), port)) // a UDP dial sends nothing
-	if err != nil {
-		ip, derr := defaultNodeIP()
-		if derr != nil {
-			return nil, fmt.Errorf("find the address that reaches %s (set --node-ip): %w", u.Host, err)
-		}
+	if ip := routeSource("udp", net.JoinHostPort(u.Hostname(), port)); ip != nil {
 		return ip, nil
 	}
-	defer conn.Close()
-	return conn.LocalAddr().(*net.UDPAddr).IP, nil
+	ip, err := defaultNodeIP()
+	if err != nil {
+		return nil, fmt.Errorf("find the address that reaches %s (set --node-ip): %w", u.Host, err)
+	}
+	return ip, nil
 }

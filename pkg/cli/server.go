@@ -163,9 +163,8 @@ func cidrFlag(c *cli.Context, name string) (*net.IPNet, error) {
 // defaultNodeIP is the source address of the default route, else the first
 // global unicast address of an interface that is up.
 func defaultNodeIP() (net.IP, error) {
-	if conn, err := net.Dial("udp4", "192.0.2.1:9"); err == nil { // a UDP dial sends nothing
-		defer conn.Close()
-		return conn.LocalAddr().(*net.UDPAddr).IP, nil
+	if ip := routeSource("udp4", "192.0.2.1:9"); ip != nil {
+		return ip, nil
 	}
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -183,6 +182,17 @@ func defaultNodeIP() (net.IP, error) {
 		}
 	}
 	return nil, errors.New("no default route and no non-loopback address: set --advertise-address (or --node-ip)")
+}
+
+// routeSource is the local address of the route to target (host:port), or
+// nil when there is none. A UDP dial sends nothing.
+func routeSource(network, target string) net.IP {
+	conn, err := net.Dial(network, target)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP
 }
 
 // splitList flattens repeated and comma-separated values.

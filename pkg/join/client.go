@@ -150,13 +150,12 @@ func join(ctx context.Context, req Request, tok token.Token, password string, lo
 	if err != nil {
 		return NodeResponse{}, err
 	}
-	headers := http.Header{PasswordHeader: {password}}
-	headers.Set("Content-Type", "application/json")
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, req.Server+NodePath, bytes.NewReader(payload))
 	if err != nil {
 		return NodeResponse{}, err
 	}
-	r.Header = headers
+	r.Header.Set(PasswordHeader, password)
+	r.Header.Set("Content-Type", "application/json")
 	r.SetBasicAuth(user, tok.Secret)
 	body, code, err := send(client, r)
 	if err != nil {

@@ -77,7 +77,6 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		http.Error(w, "no join token: send the token as basic auth", http.StatusUnauthorized)
 		return "", false
 	}
-	t := token.Token{User: user, Secret: secret}
 	for _, known := range s.secrets {
 		if known.SecretMatches(secret) {
 			return known.User + " token", true
@@ -103,7 +102,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		s.refuse(w, r, http.StatusUnauthorized, err.Error())
 		return "", false
 	}
-	s.refuse(w, r, http.StatusUnauthorized, fmt.Sprintf("%v: wrong secret for user %q", token.ErrRejected, t.User))
+	s.refuse(w, r, http.StatusUnauthorized, fmt.Sprintf("%v: wrong secret for user %q", token.ErrRejected, user))
 	return "", false
 }
 
