@@ -460,7 +460,8 @@ func (e *env) joinRefused(t *testing.T) {
 // bareSecretJoin: the spare machine joins with the bare secret (no CA hash:
 // it works, with a warning) and labels and a taint of its own; `kubectl
 // delete node` then frees the name, and another machine (pi5: new namespaces
-// and data dir, so a new node password) joins under it.
+// and data dir, so a new node password) joins under it. (The refusals before
+// used data dirs of their own: pi4's own data dir is fresh here.)
 func (e *env) bareSecretJoin(t *testing.T) {
 	spare := e.node("pi4")
 	token, err := e.c.Token()
@@ -468,12 +469,9 @@ func (e *env) bareSecretJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, secret, _ := strings.Cut(token, "::server:")
-	server := e.node("pi1")
-	join := func(n *cluster.Node, dataDir, tok string, extra ...string) {
+	join := func(n *cluster.Node, tok string, extra ...string) {
 		t.Helper()
-		args := append([]string{"agent", "--server", fmt.Sprintf("https://%s:%d", server.IP(), cluster.APIPort),
-			"--data-dir", dataDir, "--node-name", "pi4", "--node-ip", n.IP(), "--kubelet-arg=cgroup-root=" + n.Cgroup}, extra...)
-		if _, err := e.c.Start(n, args, []string{"BRAMBLE_TOKEN=" + tok}); err != nil {
+		if _, err := e.c.StartAgent(n, tok, extra...); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.c.WaitReady(e.ctx(2*time.Minute), true, n); err != nil {
@@ -495,7 +493,7 @@ func (e *env) bareSecretJoin(t *testing.T) {
 	}
 
 	before, _ := os.ReadFile(spare.LogFile())
-	join(spare, filepath.Join(spare.Dir, "data-bare"), secret, "--node-label", "bramble.test/spare=yes", "--node-taint", "bramble.test/spare=yes:NoSchedule")
+	join(spare, secret, "--node-label", "bramble.test/spare=yes", "--node-taint", "bramble.test/spare=yes:NoSchedule")
 	all, _ := os.ReadFile(spare.LogFile())
 	if !strings.Contains(string(all[len(before):]), "the token has no CA hash") {
 		t.Error("joining with a bare secret logged no warning about the missing CA hash")
@@ -519,7 +517,7 @@ func (e *env) bareSecretJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	join(other, other.DataDir(), token, "--node-taint", "bramble.test/spare=yes:NoSchedule")
+	join(other, token, "--node-taint", "bramble.test/spare=yes:NoSchedule")
 	t.Log("another machine (pi5) joined as pi4 after `kubectl delete node pi4`")
 	leave(other)
 }
