@@ -1,5 +1,9 @@
-# bramble build. `make` builds bin/bramble; `make test` runs every test;
-# `make bench` prints the benchmark figures. Caches live outside the repo.
+# bramble build. `make` builds bin/bramble and this machine's air-gap image
+# tarball (dist/bramble-airgap-images-<arch>.tar.zst, which bin/bramble finds
+# by itself); `make test` runs the tests that fit CI's time; `make
+# test-release` the cross-built release binaries' tests (nightly, see
+# docs/ci.md); `make bench` prints the benchmark figures. Caches live
+# outside the repo.
 SHELL      := /bin/bash
 ARCH       ?= $(shell go env GOARCH)
 CACHE_DIR  ?= /var/cache/bramble-build
@@ -41,8 +45,10 @@ $(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env | images-deps
 	@mkdir -p $(dir $@)
 	cp dist/images/$(ARCH)/pause.tar $@
 
-.PHONY: all build test unit-test integration-test bench deps clean
-all: build
+.PHONY: all build test test-release unit-test integration-test bench deps clean
+# bin/bramble and the images its bundled add-ons run (cached: seconds when
+# nothing changed), so `sudo ./bin/bramble server` needs nothing else.
+all: build airgap
 build: bin/bramble
 
 bin/bramble: $(GO_SOURCES) $(EMBEDDED)
@@ -55,9 +61,11 @@ deps:
 	@scripts/deps.sh
 
 # Images the tests run: the bundled ones, the air-gap archive, and busybox;
-# the Debian root filesystem tests/install installs into; the release
-# binaries tests/release runs (mk/release.mk).
-TEST_PREREQS := images test-images airgap testroot release-test-binaries
+# the Debian root filesystem tests/install installs into.
+TEST_PREREQS := images test-images airgap testroot
+# tests/release needs the arm64 and armhf cross builds (~25 min cold on two
+# cores): it runs in `make test-release`, not in CI's `make test`.
+TEST_PKGS = $(shell go list ./tests/... | grep -v /tests/release)
 
 # Debian bookworm minbase tarball for tests/install, cached in CACHE_DIR
 # (debootstrap once, about a minute; then instant).
@@ -67,7 +75,10 @@ testroot: deps
 
 test: deps build $(TEST_PREREQS)
 	go test -count=1 ./pkg/...
-	go test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./tests/...
+	go test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(TEST_PKGS)
+
+test-release: deps build release-test-binaries
+	go test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./tests/release/
 
 bench: build
 	go run ./bench

@@ -13,11 +13,15 @@ import (
 	"time"
 )
 
-// addons: seconds from `bramble server` start (air-gap images present) to the
-// first "odd" through the ingress; then, after idle, RSS of bramble,
+// addons: seconds from `bramble server` start (README's path: the air-gap
+// tarball `make` put in dist/, found by bramble itself) to the first "odd"
+// through the ingress; then, after idle, RSS of bramble,
 // containerd, the shims and every pod's processes.
 func addons(bin string, idle time.Duration) error {
-	n, err := startNode(bin, filepath.Join("dist", "bramble-airgap-images-"+runtime.GOARCH+".tar.zst"))
+	if _, err := os.Stat(filepath.Join(filepath.Dir(filepath.Dir(bin)), "dist", "bramble-airgap-images-"+runtime.GOARCH+".tar.zst")); err != nil {
+		return fmt.Errorf("run make first (it builds the air-gap tarball): %w", err)
+	}
+	n, err := startNode(bin, true)
 	if err != nil {
 		return err
 	}
@@ -38,7 +42,7 @@ func addons(bin string, idle time.Duration) error {
 	}); err != nil {
 		return fmt.Errorf("no odd through the ingress: %w", err)
 	}
-	fmt.Printf("first odd through Traefik:   %6.2f s after start\n", time.Since(begin).Seconds())
+	fmt.Printf("first odd through Traefik:   %6.2f s after start (README path, fresh data dir, load %s)\n", time.Since(begin).Seconds(), loadavg())
 	fmt.Printf("idling %s ...\n", idle)
 	time.Sleep(idle)
 	pids := append([]int{p.cmd.Process.Pid}, containerdPID(data))
@@ -91,4 +95,14 @@ func shimTrees() []int {
 		out = append(out, pid)
 	}
 	return out
+}
+
+// loadavg is the machine's 1-minute load average, printed with figures that
+// depend on it.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }

@@ -22,7 +22,7 @@ import (
 // Deployment to all Running, 500 ConfigMap creates; then, idle, memory of
 // bramble + containerd, CPU over 60 s and bytes written over 60 s.
 func node(bin string, idle time.Duration) error {
-	n, err := startNode(bin, filepath.Join("dist", "images", runtime.GOARCH, "busybox.tar"))
+	n, err := startNode(bin, false, filepath.Join("dist", "images", runtime.GOARCH, "busybox.tar"))
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ type nodeRun struct {
 
 // startNode starts a server with a node in a fresh data dir, with the given
 // image archives (paths relative to the repository) linked into agent/images.
-func startNode(bin string, images ...string) (*nodeRun, error) {
+func startNode(bin string, shipped bool, images ...string) (*nodeRun, error) {
 	root := filepath.Dir(filepath.Dir(bin))
 	dir, err := os.MkdirTemp("", "bramble-bench-")
 	if err != nil {
@@ -40,7 +40,8 @@ func startNode(bin string, images ...string) (*nodeRun, error) {
 			return nil, err
 		}
 	}
-	n.p, err = start(bin, []string{"server", "--data-dir", n.data, "--write-kubeconfig", n.kubeconfig, "--config", "/dev/null"})
+	n.p, err = start(bin, []string{"server", "--data-dir", n.data, "--write-kubeconfig", n.kubeconfig, "--config", "/dev/null",
+		fmt.Sprintf("--shipped-images=%t", shipped)})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -37,8 +37,11 @@ type Config struct {
 	ProxyMode           string // iptables or nftables
 	FlannelBackend      string
 	KubeletArgs         []string // extra kubelet flags, name=value (--kubelet-arg)
-	Debug               bool
-	Creds               Credentials
+	// ShippedImages are image archives that came with the binary (the
+	// air-gap tarball beside it), imported like <data-dir>/agent/images.
+	ShippedImages []string
+	Debug         bool
+	Creds         Credentials
 }
 
 func (c Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/bramble-pi/bramble/pkg/containerd"
@@ -12,8 +13,8 @@ import (
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
-// imageImporter imports the embedded sandbox image and the archives in
-// <data-dir>/agent/images into containerd before the kubelet starts, so no
+// imageImporter imports the embedded sandbox image, the archives in
+// <data-dir>/agent/images and those shipped beside the binary into containerd before the kubelet starts, so no
 // pod ever needs a registry for them. A bad archive is logged with its name
 // and does not stop the node.
 func (a *Agent) imageImporter(ctrd *containerd.Containerd, sandbox []byte) supervisor.Component {
@@ -30,9 +31,23 @@ func (a *Agent) imageImporter(ctrd *containerd.Containerd, sandbox []byte) super
 				return nil, fmt.Errorf("sandbox image: %w", err)
 			}
 		}
-		if err := imp.ImportDir(ctx, filepath.Join(a.cfg.agentDir(), "images")); err != nil && !errors.Is(err, context.Canceled) {
+		dir := filepath.Join(a.cfg.agentDir(), "images")
+		err = errors.Join(imp.ImportDir(ctx, dir), imp.ImportFiles(ctx, shipped(dir, a.cfg.ShippedImages)))
+		if err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("some image archives were not imported", "err", err)
 		}
 		return func(ctx context.Context) error { <-ctx.Done(); return nil }, nil
 	}}
+}
+
+// shipped drops the archives beside the binary that dir holds a file of the
+// same name of (install.sh copies the tarball there): one import is enough.
+func shipped(dir string, files []string) []string {
+	var out []string
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(dir, filepath.Base(f))); err != nil {
+			out = append(out, f)
+		}
+	}
+	return out
 }

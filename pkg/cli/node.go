@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -13,6 +15,8 @@ import (
 	"github.com/bramble-pi/bramble/pkg/agent"
 	"github.com/bramble-pi/bramble/pkg/bundle"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
+	"github.com/bramble-pi/bramble/pkg/images"
+	"github.com/bramble-pi/bramble/pkg/launcher"
 	"github.com/bramble-pi/bramble/pkg/mountns"
 	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/server"
@@ -29,6 +33,8 @@ func nodeFlags() []cli.Flag {
 		list("node-label", "label to register the node with, key=value (repeatable)"),
 		list("node-taint", "taint to register the node with, key=value:Effect (repeatable)"),
 		list("kubelet-arg", "extra kubelet flag, name=value (repeatable), e.g. cgroup-root=/pi2"),
+		&cli.BoolFlag{Name: "shipped-images", Value: true, EnvVars: env("shipped-images"),
+			Usage: "import the air-gap image tarball (bramble-airgap-images-<arch>.tar.zst) found beside the bramble binary or in ../dist of it (a build from the repo); --shipped-images=false leaves it to <data-dir>/agent/images"},
 	}
 }
 
@@ -60,7 +66,12 @@ type cluster struct {
 
 // nodeConfig builds the node's configuration from flags and host facts.
 func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP net.IP, dataDir string, cl cluster) agent.Config {
+	var shipped []string
+	if c.Bool("shipped-images") {
+		shipped = images.BesideBinary(binaryPath(), runtime.GOARCH)
+	}
 	return agent.Config{
+		ShippedImages:       shipped,
 		NodeName:            nodeName,
 		NodeIP:              nodeIP,
 		DataDir:             dataDir,
@@ -129,4 +140,29 @@ func announceNodeReady(ctx context.Context, log *slog.Logger, dataDir, nodeName 
 	}
 	log.Info("node is Ready", "node", nodeName, "took", time.Since(start).Round(time.Millisecond))
 	notifyReady(log)
+}
+
+// binaryPath is the bramble file the user runs: the release launcher when
+// started through one (it says so in its environment), else this executable.
+func binaryPath() string {
+	if p := os.Getenv(launcher.ExecutableEnv); p != "" {
+		return p
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+// missingImagesFix says where the air-gap tarball goes, for the warning
+// about missing bundled images.
+func missingImagesFix(dataDir string) string {
+	name := images.AirgapName(runtime.GOARCH)
+	where := filepath.Join(dataDir, "agent", "images") + "/"
+	if bin := binaryPath(); bin != "" {
+		where += " or next to " + bin
+	}
+	return fmt.Sprintf("they are in %s (built by `make` into dist/, or downloaded with the release): put it in %s and restart bramble, or run `bramble images import %s`",
+		name, where, name)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/server"
@@ -59,6 +60,7 @@ func runServer(c *cli.Context) error {
 			return err
 		}
 		components = append(components, node...)
+		components = append(components, cp.AddonImageCheck(containerd.DefaultSocket, missingImagesFix(cfg.DataDir), log))
 	}
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble server ready", "took", time.Since(start).Round(time.Millisecond), "node", runNode, "kubeconfig", cfg.KubeconfigPath)

@@ -7,6 +7,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -36,6 +37,7 @@ func addonCRD() *apiextensionsv1.CustomResourceDefinition {
 					{Name: "Source", Type: "string", JSONPath: ".spec.source"},
 					{Name: "Applied", Type: "string", JSONPath: ".status.applied"},
 					{Name: "Objects", Type: "integer", JSONPath: ".status.objectCount"},
+					{Name: "Images", Type: "string", JSONPath: ".status.images"},
 					{Name: "Message", Type: "string", JSONPath: ".status.message", Priority: 1},
 				},
 				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
@@ -60,7 +62,16 @@ func ensureCRD(ctx context.Context, cfg *rest.Config) error {
 	}
 	crds := cs.ApiextensionsV1().CustomResourceDefinitions()
 	want := addonCRD()
-	if _, err := crds.Create(ctx, want, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	_, err = crds.Create(ctx, want, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// Made by an earlier version: bring its columns and schema up to date.
+		var have *apiextensionsv1.CustomResourceDefinition
+		if have, err = crds.Get(ctx, want.Name, metav1.GetOptions{}); err == nil && !sameColumns(have, want) {
+			have.Spec.Versions = want.Spec.Versions
+			_, err = crds.Update(ctx, have, metav1.UpdateOptions{})
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("create Addon CRD: %w", err)
 	}
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -75,4 +86,9 @@ func ensureCRD(ctx context.Context, cfg *rest.Config) error {
 		}
 		return false, nil
 	})
+}
+
+func sameColumns(a, b *apiextensionsv1.CustomResourceDefinition) bool {
+	return len(a.Spec.Versions) == len(b.Spec.Versions) && len(a.Spec.Versions) > 0 &&
+		equality.Semantic.DeepEqual(a.Spec.Versions[0].AdditionalPrinterColumns, b.Spec.Versions[0].AdditionalPrinterColumns)
 }

@@ -89,22 +89,14 @@ func WriteBundled(cfg Config) error {
 			}
 			continue
 		}
-		raw, err := fs.ReadFile(cfg.Bundled, e.Name())
+		out, err := render(cfg, e.Name())
 		if err != nil {
 			return err
 		}
-		tmpl, err := template.New(e.Name()).Option("missingkey=error").Parse(string(raw))
-		if err != nil {
-			return fmt.Errorf("bundled manifest %s: %w", e.Name(), err)
-		}
-		var out bytes.Buffer
-		if err := tmpl.Execute(&out, cfg.Values); err != nil {
-			return fmt.Errorf("bundled manifest %s: %w", e.Name(), err)
-		}
-		if old, err := os.ReadFile(target); err == nil && bytes.Equal(old, out.Bytes()) {
+		if old, err := os.ReadFile(target); err == nil && bytes.Equal(old, out) {
 			continue // unchanged: no write (SD cards)
 		}
-		if err := pki.WriteFile(target, out.Bytes(), 0o600); err != nil {
+		if err := pki.WriteFile(target, out, 0o600); err != nil {
 			return err
 		}
 	}
@@ -114,6 +106,23 @@ func WriteBundled(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// render renders one bundled manifest with the cluster's values.
+func render(cfg Config, file string) ([]byte, error) {
+	raw, err := fs.ReadFile(cfg.Bundled, file)
+	if err != nil {
+		return nil, fmt.Errorf("bundled manifest %s: %w", file, err)
+	}
+	tmpl, err := template.New(file).Option("missingkey=error").Parse(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("bundled manifest %s: %w", file, err)
+	}
+	var out bytes.Buffer
+	if err := tmpl.Execute(&out, cfg.Values); err != nil {
+		return nil, fmt.Errorf("bundled manifest %s: %w", file, err)
+	}
+	return out.Bytes(), nil
 }
 
 // objRef names one applied object.

@@ -144,9 +144,6 @@ func IsArchive(name string) bool {
 // error per failed archive, each naming its file. A missing dir is not an
 // error.
 func (im *Importer) ImportDir(ctx context.Context, dir string) error {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		im.log.Debug("no image archive directory", "dir", dir)
@@ -155,6 +152,27 @@ func (im *Importer) ImportDir(ctx context.Context, dir string) error {
 	if err != nil {
 		return fmt.Errorf("read image archive directory: %w", err)
 	}
+	var files []string
+	for _, e := range entries {
+		if IsArchive(e.Name()) {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	return im.importFiles(ctx, files, dir)
+}
+
+// ImportFiles imports the given archive files like ImportDir imports the
+// files of a directory: unchanged archives are skipped, and one bad archive
+// does not stop the others.
+func (im *Importer) ImportFiles(ctx context.Context, files []string) error {
+	return im.importFiles(ctx, files, "")
+}
+
+// importFiles imports files and, when dir is set, forgets the state of
+// archives that were removed from dir.
+func (im *Importer) importFiles(ctx context.Context, files []string, dir string) error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
 	ctx = namespaces.WithNamespace(ctx, im.namespace())
 
 	st, err := loadState(im.statePath)
@@ -172,11 +190,7 @@ func (im *Importer) ImportDir(ctx context.Context, dir string) error {
 		changed  bool
 		start    = time.Now()
 	)
-	for _, e := range entries {
-		if !IsArchive(e.Name()) {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
+	for _, p := range files {
 		fi, err := os.Stat(p) // follow symlinks
 		if err != nil {
 			errs = append(errs, fmt.Errorf("image archive %s: %w", p, err))
@@ -221,7 +235,7 @@ func (im *Importer) ImportDir(ctx context.Context, dir string) error {
 
 	// Forget archives that were removed from dir.
 	for p := range st.Files {
-		if filepath.Dir(p) == filepath.Clean(dir) && !seen[p] {
+		if dir != "" && filepath.Dir(p) == filepath.Clean(dir) && !seen[p] {
 			delete(st.Files, p)
 			changed = true
 		}
@@ -232,10 +246,30 @@ func (im *Importer) ImportDir(ctx context.Context, dir string) error {
 		}
 	}
 	if imported > 0 || len(errs) > 0 {
-		im.log.Info("image archives processed", "dir", dir, "imported", imported, "skipped", skipped,
+		where := dir
+		if where == "" {
+			where = strings.Join(files, ", ")
+		}
+		im.log.Info("image archives processed", "from", where, "imported", imported, "skipped", skipped,
 			"failed", len(errs), "took", time.Since(start).Round(time.Millisecond))
 	}
 	return errors.Join(errs...)
+}
+
+// Missing returns the images among refs (normalised like kubelet does:
+// "coredns:1" is "docker.io/library/coredns:1") that containerd does not
+// have, unpacked, for this node.
+func (im *Importer) Missing(ctx context.Context, refs []string) ([]string, error) {
+	ctx = namespaces.WithNamespace(ctx, im.namespace())
+	names := make([]string, 0, len(refs))
+	for _, r := range refs {
+		named, err := reference.ParseDockerRef(r)
+		if err != nil {
+			return nil, fmt.Errorf("image reference %q: %w", r, err)
+		}
+		names = append(names, named.String())
+	}
+	return im.missingImages(ctx, names)
 }
 
 // importFile imports one archive file and returns the names of its images.

@@ -30,6 +30,11 @@ const (
 	binName           = "bramble"
 )
 
+// ExecutableEnv names the variable through which the launcher tells the
+// real binary where the launcher itself is (the file the user installed):
+// bramble looks for air-gap image tarballs beside it.
+const ExecutableEnv = "BRAMBLE_LAUNCHER_PATH"
+
 // SlowAfter is how long the first extraction may take before the launcher
 // says what it is doing (a Pi 3 on an SD card needs several seconds).
 var SlowAfter = 2 * time.Second
@@ -40,6 +45,9 @@ func Exec(payload unpack.Archive, argv, env []string, stderr io.Writer) error {
 	bin, err := Unpack(payload, DataDirs(argv, env, os.Geteuid()), stderr)
 	if err != nil {
 		return err
+	}
+	if self, err := os.Executable(); err == nil && !hasEnv(env, ExecutableEnv) {
+		env = append(env, ExecutableEnv+"="+self)
 	}
 	if err := syscall.Exec(bin, argv, env); err != nil {
 		return fmt.Errorf("exec %s: %w", bin, err)
@@ -195,4 +203,13 @@ func configDataDir(path string) string {
 		return ""
 	}
 	return cfg.DataDir
+}
+
+func hasEnv(env []string, name string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -17,14 +17,7 @@ func (p Paths) ManifestsDir() string { return filepath.Join(p.root, "manifests")
 // deployController applies the manifests directory. It starts at once and
 // does its work in the background, so it never delays the node.
 func (cp *ControlPlane) deployController(log *slog.Logger) supervisor.Component {
-	cfg := deploy.Config{
-		Dir:        cp.paths.ManifestsDir(),
-		Bundled:    manifests.FS,
-		Disabled:   cp.cfg.Disable,
-		Values:     deploy.Values{ClusterDNS: cp.cfg.ClusterDNS.String(), ClusterDomain: cp.cfg.ClusterDomain},
-		Kubeconfig: cp.creds.AdminKubeconfig,
-		Interval:   2 * time.Second,
-	}
+	cfg := cp.deployConfig()
 	return &supervisor.InProcess{ComponentName: "deploy", StopWait: 2 * time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
 		if err := deploy.WriteBundled(cfg); err != nil {
 			return nil, err
@@ -40,4 +33,16 @@ func (cp *ControlPlane) deployController(log *slog.Logger) supervisor.Component 
 			return c.Run(ctx)
 		}, nil
 	}}
+}
+
+// deployConfig is the add-on controller's configuration.
+func (cp *ControlPlane) deployConfig() deploy.Config {
+	return deploy.Config{
+		Dir:        cp.paths.ManifestsDir(),
+		Bundled:    manifests.FS,
+		Disabled:   cp.cfg.Disable,
+		Values:     deploy.Values{ClusterDNS: cp.cfg.ClusterDNS.String(), ClusterDomain: cp.cfg.ClusterDomain},
+		Kubeconfig: cp.creds.AdminKubeconfig,
+		Interval:   2 * time.Second,
+	}
 }

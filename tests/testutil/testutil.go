@@ -104,6 +104,10 @@ type Server struct {
 	Port       int
 	Args       []string
 	Env        []string
+	// Command, when set, is what is run instead of the absolute path of
+	// bin/bramble (e.g. "./bin/bramble"), from Dir.
+	Command string
+	Dir     string
 	cmd        *exec.Cmd
 	done       chan struct{}
 	Log        *SyncBuffer
@@ -120,6 +124,9 @@ func NewServer(t testing.TB, args ...string) *Server {
 		"--https-listen-port", strconv.Itoa(s.Port),
 		"--write-kubeconfig", s.Kubeconfig,
 		"--config", filepath.Join(dir, "no-config.yaml"),
+		// The air-gap tarball in dist/ is imported only where a test puts
+		// it (in agent/images), not into every test node.
+		"--shipped-images=false",
 	}, args...)
 	// Without an explicit --config the server would read /etc/bramble/config.yaml.
 	if err := os.WriteFile(filepath.Join(dir, "no-config.yaml"), []byte("{}\n"), 0o600); err != nil {
@@ -128,11 +135,19 @@ func NewServer(t testing.TB, args ...string) *Server {
 	return s
 }
 
+// SetT ties a Server built by hand (not by NewServer) to its test.
+func (s *Server) SetT(t testing.TB) { s.t = t }
+
 // Start starts the server process.
 func (s *Server) Start() {
 	s.t.Helper()
 	s.Log = &SyncBuffer{}
-	s.cmd = exec.Command(Binary(s.t), s.Args...)
+	bin := Binary(s.t)
+	if s.Command != "" {
+		bin = s.Command
+	}
+	s.cmd = exec.Command(bin, s.Args...)
+	s.cmd.Dir = s.Dir
 	s.cmd.Env = append(os.Environ(), s.Env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
