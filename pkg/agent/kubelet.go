@@ -140,9 +140,7 @@ func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, 
 			return nil, fmt.Errorf("--kubelet-arg: %w", err)
 		}
 	}
-	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(kc.FeatureGates); err != nil {
-		return nil, fmt.Errorf("kubelet feature gates: %w", err)
-	}
+	// Feature gates are process-wide: pkg/process set the user's at start-up.
 	if err := kubeletconfigvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
 		return nil, fmt.Errorf("kubelet config: %w", err)
 	}

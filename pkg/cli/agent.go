@@ -16,6 +16,7 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
@@ -62,6 +63,9 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
+	if err := process.Setup(process.Settings{NodeName: nodeName, KubeletArgs: c.StringSlice("kubelet-arg")}, log); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -17,6 +17,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/server"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
@@ -45,6 +46,9 @@ func runServer(c *cli.Context) error {
 		}
 	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
+	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: c.StringSlice("kubelet-arg")}, log); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -195,6 +199,14 @@ func routeSource(network, target string) net.IP {
 	}
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP
+}
+
+// nodeNameIf is name when the process runs a node, else "".
+func nodeNameIf(runNode bool, name string) string {
+	if runNode {
+		return name
+	}
+	return ""
 }
 
 // splitList flattens repeated and comma-separated values.

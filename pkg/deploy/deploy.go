@@ -165,6 +165,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Controller, error)
 		return nil, fmt.Errorf("deploy kubeconfig: %w", err)
 	}
 	rc.QPS, rc.Burst = 50, 100
+	// The process drops API warnings (pkg/process); those about a user's
+	// manifests (deprecated APIs, unknown fields) are worth a line.
+	rc.WarningHandler = warningLogger{log}
 	core, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, err
@@ -452,4 +455,13 @@ func (c *Controller) removeAddon(ctx context.Context, name string) {
 	}
 	c.log.Info("removed add-on", "addon", name, "objects", len(objs))
 	delete(c.state, name)
+}
+
+// warningLogger logs the apiserver's warnings about applied objects.
+type warningLogger struct{ log *slog.Logger }
+
+func (w warningLogger) HandleWarningHeader(code int, agent, text string) {
+	if code == 299 && text != "" {
+		w.log.Warn("apiserver warning while applying manifests", "warning", text)
+	}
 }

@@ -79,10 +79,8 @@ func (f *Flannel) Start(ctx context.Context) error {
 }
 
 func (f *Flannel) run(ctx context.Context) error {
-	// The kube subnet manager learns its node from the environment.
-	if err := os.Setenv("NODE_NAME", f.cfg.NodeName); err != nil {
-		return err
-	}
+	// The kube subnet manager learns its node from NODE_NAME, which
+	// pkg/process sets at start-up.
 	if err := f.waitForPodCIDR(ctx); err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/pflag"
 	genericapiserver "k8s.io/apiserver/pkg/server"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	cliflag "k8s.io/component-base/cli/flag"
 	apiapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -52,7 +51,6 @@ func newAPIServer(args func() []string, ready func(context.Context) error, wrap 
 		if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 			return nil, err
 		}
-		rest.SetDefaultWarningHandler(rest.NoWarnings{})
 		completed, err := s.Complete(ctx)
 		if err != nil {
 			return nil, err
