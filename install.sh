@@ -11,9 +11,14 @@
 # means agent, unset means server.
 #
 # What it does: detects the architecture (amd64, arm64, armhf) and the init
-# system; downloads bramble-<arch> and sha256sum-<arch>.txt from
-# INSTALL_BRAMBLE_DOWNLOAD_URL and checks the sha256 (nothing is installed on a
-# mismatch); installs <bin-dir>/bramble, the kubectl, crictl and ctr symlinks
+# system; downloads sha256sum-<arch>.txt, bramble-<arch> and the image tarball
+# bramble-airgap-images-<arch>.tar.zst (the images of CoreDNS, Traefik and the
+# Plumber API, which are on no registry) from INSTALL_BRAMBLE_DOWNLOAD_URL into
+# a temporary directory and checks every sha256 there (nothing is installed on
+# a mismatch); the tarball is not downloaded again when the one installed
+# already has the listed sha256. It installs <data-dir>/agent/images/<tarball>
+# (<data-dir> is BRAMBLE_DATA_DIR, default /var/lib/bramble; bramble imports it
+# at start), <bin-dir>/bramble, the kubectl, crictl and ctr symlinks
 # (unless such a command exists already and is not bramble),
 # bramble-killall.sh and bramble-uninstall.sh; writes an environment file
 # (mode 0600) with every BRAMBLE_* variable set; writes a systemd unit
@@ -24,14 +29,19 @@
 #   BRAMBLE_*                        written to the environment file bramble reads
 #                                    (BRAMBLE_URL, BRAMBLE_TOKEN, BRAMBLE_DATA_DIR, ...)
 #   BRAMBLE_URL                      server to join: installs an agent (BRAMBLE_TOKEN is then required)
-#   INSTALL_BRAMBLE_DOWNLOAD_URL     where bramble-<arch> and sha256sum-<arch>.txt are
-#                                    (default: the latest GitHub release,
+#   INSTALL_BRAMBLE_DOWNLOAD_URL     where bramble-<arch>, bramble-airgap-images-<arch>.tar.zst and
+#                                    sha256sum-<arch>.txt (listing both) are (default: the latest
+#                                    GitHub release,
 #                                    https://github.com/bramble-pi/bramble/releases/latest/download)
+#   INSTALL_BRAMBLE_SKIP_IMAGES      true: no image tarball (the bundled workloads then have no
+#                                    images unless you put them in <data-dir>/agent/images/)
 #   INSTALL_BRAMBLE_SKIP_DOWNLOAD    true: air-gapped install from INSTALL_BRAMBLE_ARTIFACT_DIR
 #                                    (default: the current directory): bramble-<arch> (or bramble),
-#                                    optionally sha256sum-<arch>.txt (checked when present) and
+#                                    optionally sha256sum-<arch>.txt (what it lists is checked) and
 #                                    bramble-airgap-images-<arch>.tar.zst, copied into
 #                                    <data-dir>/agent/images/
+#   TMPDIR                           where the downloads are checked before they are installed
+#                                    (default /tmp; it needs room for the image tarball, 100+ MB)
 #   INSTALL_BRAMBLE_EXEC             extra arguments for bramble (`--node-name pi2 --debug`)
 #   INSTALL_BRAMBLE_BIN_DIR          where bramble and the symlinks go (default /usr/local/bin)
 #   INSTALL_BRAMBLE_SYMLINK          force: replace kubectl/crictl/ctr even when they are not
@@ -92,6 +102,7 @@ setup_env() {
 	/*) ;;
 	*) fatal "BRAMBLE_DATA_DIR must be an absolute path, got '$DATA_DIR'" ;;
 	esac
+	IMAGES_DIR="$DATA_DIR/agent/images"
 	case "$BIN_DIR" in
 	/*) ;;
 	*) fatal "INSTALL_BRAMBLE_BIN_DIR must be an absolute path, got '$BIN_DIR'" ;;
@@ -160,6 +171,7 @@ setup_arch() {
 	armv6l | armel) fatal "ARMv6 (Raspberry Pi 1 and Zero) is not supported: bramble needs ARMv7 or newer" ;;
 	*) fatal "unsupported architecture '$ARCH' (bramble is built for amd64, arm64 and armhf)" ;;
 	esac
+	IMAGES_NAME="bramble-airgap-images-$ARCH.tar.zst"
 
 	OS="unknown Linux"
 	if [ -r /etc/os-release ]; then
@@ -192,52 +204,121 @@ setup_init() {
 
 setup_tmp() {
 	TMP_DIR="$(mktemp -d -t bramble-install.XXXXXXXX)"
+	DL_PID=""
 	cleanup() {
 		code=$?
 		set +e
 		trap - EXIT
+		[ -n "$DL_PID" ] && kill "$DL_PID" 2>/dev/null
 		rm -rf "$TMP_DIR"
 		exit "$code"
 	}
 	trap cleanup INT HUP TERM EXIT
 }
 
-# download FILE URL [progress]
-download() {
-	if command -v curl >/dev/null 2>&1; then
-		if [ "${3:-}" = progress ]; then
-			curl -fL --progress-bar -o "$1" "$2" || fatal "download of $2 failed"
-		else
-			curl -fsSL -o "$1" "$2" || fatal "download of $2 failed"
-		fi
-	elif command -v wget >/dev/null 2>&1; then
-		if [ "${3:-}" = progress ] && wget --version 2>/dev/null | grep -q 'GNU Wget'; then
-			wget -q --show-progress --progress=bar:force -O "$1" "$2" || fatal "download of $2 failed"
-		else
-			wget -q -O "$1" "$2" || fatal "download of $2 failed"
-		fi
-	else
+# fetch FILE URL [bar|background]: one quiet download; bar: with curl's or
+# GNU wget's progress bar; background: run as `fetch ... background &`, the
+# downloader replaces the subshell (so that its PID is the downloader's).
+fetch() {
+	command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 ||
 		fatal "neither curl nor wget is installed: install one (apt-get install curl), or copy the files over and use INSTALL_BRAMBLE_SKIP_DOWNLOAD=true"
+	run=""
+	[ "${3:-}" = background ] && run="exec"
+	if command -v curl >/dev/null 2>&1; then
+		if [ "${3:-}" = bar ]; then
+			curl -fL --progress-bar -o "$1" "$2"
+		else
+			$run curl -fsSL -o "$1" "$2"
+		fi
+	elif [ "${3:-}" = bar ]; then
+		wget -q --show-progress --progress=bar:force -O "$1" "$2"
+	else
+		$run wget -q -O "$1" "$2"
 	fi
 }
 
+# megabytes FILE: its size in MB, one decimal (0.0 while it does not exist).
+megabytes() {
+	if [ -f "$1" ]; then
+		wc -c <"$1" | awk '{ printf "%.1f", $1 / 1048576 }'
+	else
+		printf 0.0
+	fi
+}
+
+# download FILE URL [progress]: with progress, a big file shows how far it
+# got: a progress bar on a terminal, else a line every 5 seconds.
+download() {
+	if [ "${3:-}" != progress ]; then
+		fetch "$1" "$2" || fatal "download of $2 failed"
+		return
+	fi
+	started="$(date +%s)"
+	if [ -t 2 ] && { command -v curl >/dev/null 2>&1 || wget --version 2>/dev/null | grep -q 'GNU Wget'; }; then
+		fetch "$1" "$2" bar || fatal "download of $2 failed"
+	else
+		# In the background, so that this shell can report on it.
+		fetch "$1" "$2" background &
+		DL_PID=$!
+		n=0
+		while kill -0 "$DL_PID" 2>/dev/null; do
+			sleep 1
+			n=$((n + 1))
+			if [ $((n % 5)) = 0 ] && kill -0 "$DL_PID" 2>/dev/null; then
+				info "$(basename "$1"): $(megabytes "$1") MB so far"
+			fi
+		done
+		if ! wait "$DL_PID"; then
+			DL_PID=""
+			fatal "download of $2 failed"
+		fi
+		DL_PID=""
+	fi
+	info "downloaded $(basename "$2"), $(megabytes "$1") MB in $(($(date +%s) - started)) s"
+}
+
+# sha256_of FILE [sudo]: its sha256 (read through sudo when the second
+# argument says so).
 sha256_of() {
+	as="${2:-}"
 	if command -v sha256sum >/dev/null 2>&1; then
-		sha256sum "$1" | cut -d' ' -f1
+		$as sha256sum "$1" | cut -d' ' -f1
 	elif command -v shasum >/dev/null 2>&1; then
-		shasum -a 256 "$1" | cut -d' ' -f1
+		$as shasum -a 256 "$1" | cut -d' ' -f1
 	else
 		fatal "no sha256sum to verify the download with"
 	fi
 }
 
+# listed SUMS NAME: the sha256 SUMS lists for NAME (empty when none).
+listed() {
+	awk -v n="$2" '$2 == n || $2 == "*" n { print $1; exit }' "$1"
+}
+
 # verify FILE SUMS NAME: FILE's sha256 is the one SUMS lists for NAME.
 verify() {
-	want="$(awk -v n="$3" '$2 == n || $2 == "*" n { print $1; exit }' "$2")"
-	[ -n "$want" ] || fatal "$(basename "$2") has no checksum for $3"
+	want="$(listed "$2" "$3")"
+	[ -n "$want" ] || fatal "$(basename "$2") has no checksum for $3; nothing was installed"
 	got="$(sha256_of "$1")"
 	[ "$got" = "$want" ] || fatal "sha256 mismatch for $3: expected $want, got $got; nothing was installed"
 	info "sha256 of $3 verified"
+}
+
+get_sums() {
+	SUMS=""
+	if is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}"; then
+		[ -f "$ARTIFACT_DIR/sha256sum-$ARCH.txt" ] && SUMS="$ARTIFACT_DIR/sha256sum-$ARCH.txt"
+		return 0
+	fi
+	SUMS="$TMP_DIR/sha256sum.txt"
+	info "downloading $DOWNLOAD_URL/sha256sum-$ARCH.txt"
+	download "$SUMS" "$DOWNLOAD_URL/sha256sum-$ARCH.txt"
+	# Both downloads must be checkable: say so before either starts.
+	[ -n "$(listed "$SUMS" "bramble-$ARCH")" ] ||
+		fatal "sha256sum-$ARCH.txt at $DOWNLOAD_URL lists no bramble-$ARCH; nothing was installed"
+	if ! is_true "${INSTALL_BRAMBLE_SKIP_IMAGES:-}" && [ -z "$(listed "$SUMS" "$IMAGES_NAME")" ]; then
+		fatal "sha256sum-$ARCH.txt at $DOWNLOAD_URL lists no $IMAGES_NAME (a release made without the image tarball?); nothing was installed (INSTALL_BRAMBLE_SKIP_IMAGES=true installs bramble without it)"
+	fi
 }
 
 get_binary() {
@@ -257,20 +338,61 @@ get_binary() {
 		fi
 		[ -n "$src" ] || fatal "air-gapped install: no $NAME or bramble in $(cd "$ARTIFACT_DIR" && pwd) (copy them there, or set INSTALL_BRAMBLE_ARTIFACT_DIR)"
 		cp "$src" "$BINARY"
-		if [ -f "$ARTIFACT_DIR/sha256sum-$ARCH.txt" ] && [ "$src" = "$ARTIFACT_DIR/$NAME" ]; then
-			verify "$BINARY" "$ARTIFACT_DIR/sha256sum-$ARCH.txt" "$NAME"
+		if [ -n "$SUMS" ] && [ "$src" = "$ARTIFACT_DIR/$NAME" ]; then
+			verify "$BINARY" "$SUMS" "$NAME"
 		fi
 	else
-		info "downloading $DOWNLOAD_URL/sha256sum-$ARCH.txt"
-		download "$TMP_DIR/sha256sum.txt" "$DOWNLOAD_URL/sha256sum-$ARCH.txt"
 		info "downloading $DOWNLOAD_URL/$NAME"
 		download "$BINARY" "$DOWNLOAD_URL/$NAME" progress
-		verify "$BINARY" "$TMP_DIR/sha256sum.txt" "$NAME"
+		verify "$BINARY" "$SUMS" "$NAME"
 	fi
 	chmod 755 "$BINARY"
 	VERSION="$("$BINARY" --version 2>/dev/null)" ||
 		fatal "$NAME does not run on this machine (wrong architecture or a broken file); nothing was installed"
 	info "got $VERSION"
+}
+
+# get_images sets IMAGES to the verified image tarball to install, or to
+# nothing when there is none or the installed one is the same.
+get_images() {
+	IMAGES=""
+	if is_true "${INSTALL_BRAMBLE_SKIP_IMAGES:-}"; then
+		info "no image tarball (INSTALL_BRAMBLE_SKIP_IMAGES): the bundled workloads (CoreDNS, Traefik, the Plumber API) need its images in $IMAGES_DIR/"
+		return 0
+	fi
+	want=""
+	if is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}"; then
+		for f in "$ARTIFACT_DIR/$IMAGES_NAME" "$ARTIFACT_DIR/${IMAGES_NAME%.zst}"; do
+			if [ -f "$f" ]; then
+				IMAGES="$f"
+				break
+			fi
+		done
+		if [ -z "$IMAGES" ]; then
+			warn "no $IMAGES_NAME in $(cd "$ARTIFACT_DIR" && pwd): without it the bundled workloads (CoreDNS, Traefik, the Plumber API) have no images"
+			return 0
+		fi
+		if [ -n "$SUMS" ]; then
+			want="$(listed "$SUMS" "$(basename "$IMAGES")")"
+			[ -z "$want" ] || verify "$IMAGES" "$SUMS" "$(basename "$IMAGES")"
+		fi
+	else
+		want="$(listed "$SUMS" "$IMAGES_NAME")"
+	fi
+	name="$(basename "${IMAGES:-$IMAGES_NAME}")"
+	# An upgrade with the same images: keep the installed tarball (bramble
+	# then skips the import too).
+	if [ -n "$want" ] && $SUDO test -f "$IMAGES_DIR/$name" && [ "$(sha256_of "$IMAGES_DIR/$name" "$SUDO")" = "$want" ]; then
+		info "$IMAGES_DIR/$name unchanged (sha256 $want)"
+		IMAGES=""
+		return 0
+	fi
+	if [ -z "$IMAGES" ]; then
+		IMAGES="$TMP_DIR/$name"
+		info "downloading $DOWNLOAD_URL/$name"
+		download "$IMAGES" "$DOWNLOAD_URL/$name" progress
+		verify "$IMAGES" "$SUMS" "$name"
+	fi
 }
 
 # ---------------------------------------------------------------- install
@@ -402,22 +524,17 @@ EOF
 	info "installed $BIN_DIR/bramble-uninstall.sh"
 }
 
-install_airgap_images() {
-	is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}" || return 0
-	images=""
-	for f in "$ARTIFACT_DIR/bramble-airgap-images-$ARCH.tar.zst" "$ARTIFACT_DIR/bramble-airgap-images-$ARCH.tar"; do
-		if [ -f "$f" ]; then
-			images="$f"
-			break
-		fi
-	done
-	if [ -z "$images" ]; then
-		warn "no bramble-airgap-images-$ARCH.tar.zst in $(cd "$ARTIFACT_DIR" && pwd): without it the bundled workloads (CoreDNS, Traefik, the Plumber API) have no images"
-		return 0
-	fi
-	$SUDO mkdir -p "$DATA_DIR/agent/images"
-	$SUDO cp "$images" "$DATA_DIR/agent/images/"
-	info "copied $(basename "$images") to $DATA_DIR/agent/images/"
+# install_images: the tarball next to the old one, then renamed over it (the
+# name bramble does not import while it is copied).
+install_images() {
+	[ -n "$IMAGES" ] || return 0
+	name="$(basename "$IMAGES")"
+	$SUDO mkdir -p -m 700 "$DATA_DIR" "$DATA_DIR/agent" "$IMAGES_DIR"
+	$SUDO chmod 700 "$IMAGES_DIR"
+	$SUDO cp "$IMAGES" "$IMAGES_DIR/.$name.new"
+	$SUDO chmod 644 "$IMAGES_DIR/.$name.new"
+	$SUDO mv -f "$IMAGES_DIR/.$name.new" "$IMAGES_DIR/$name"
+	info "installed $IMAGES_DIR/$name"
 }
 
 # ---------------------------------------------------------------- service
@@ -577,12 +694,14 @@ main() {
 	setup_arch
 	setup_init
 	setup_tmp
+	get_sums
 	get_binary
+	get_images
 	install_binary
+	install_images
 	install_symlinks
 	install_killall
 	install_uninstall
-	install_airgap_images
 	write_env_file
 	case "$INIT" in
 	systemd) write_systemd_unit ;;

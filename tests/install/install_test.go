@@ -2,8 +2,8 @@
 // a fresh Debian bookworm minbase root filesystem (scripts/testroot.sh,
 // cached by `make testroot`), copies install.sh into it and runs it with
 // chroot in a PID and mount namespace of its own, against an HTTP server on
-// 127.0.0.1 serving the release layout (bramble-amd64 = bin/bramble,
-// sha256sum-amd64.txt). The chroot has no init system: systemd and OpenRC
+// 127.0.0.1 serving the release layout (bramble-amd64 = bin/bramble, a small
+// stand-in for the image tarball, sha256sum-amd64.txt). The chroot has no init system: systemd and OpenRC
 // are detected the way install.sh detects them (/run/systemd/system and a
 // systemctl; /sbin/openrc-run and rc-update), with stub commands that record
 // their calls. The uninstall script runs in a network namespace of its own
@@ -157,25 +157,130 @@ func binarySHA256(t *testing.T) string {
 	return binSum.sum
 }
 
-// release serves the release layout on 127.0.0.1 (bramble-amd64 is
-// bin/bramble, sha256sum-amd64.txt its checksum) and returns its URL.
-// corrupt serves a wrong checksum.
-func release(t *testing.T, corrupt bool) string {
+const imagesName = "bramble-airgap-images-" + arch + ".tar.zst"
+
+// releaseServer serves the release layout on 127.0.0.1: bramble-amd64 is
+// bin/bramble, the image tarball a small stand-in (install.sh only
+// downloads, checks and places it; the real one is tested end to end
+// elsewhere), sha256sum-amd64.txt lists both. It logs the files served.
+type releaseServer struct {
+	url string
+
+	mu        sync.Mutex
+	images    []byte        // the tarball served
+	binSum    string        // the sums file's line for the binary ("" leaves it out)
+	imagesSum string        // and for the tarball
+	stall     time.Duration // the tarball's second half comes this much later
+	served    []string
+}
+
+func newRelease(t *testing.T) *releaseServer {
 	t.Helper()
 	bin := testutil.Binary(t)
-	name := "bramble-" + arch
-	sum := binarySHA256(t)
-	if corrupt {
-		sum = strings.Repeat("0", 64)
-	}
+	r := &releaseServer{binSum: binarySHA256(t)}
+	r.setImages(fakeImages("v1"))
 	mux := http.NewServeMux()
-	mux.HandleFunc("/"+name, func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, bin) })
-	mux.HandleFunc("/sha256sum-"+arch+".txt", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "%s  %s\n", sum, name)
+	mux.HandleFunc("/bramble-"+arch, func(w http.ResponseWriter, req *http.Request) {
+		r.log(req)
+		http.ServeFile(w, req, bin)
+	})
+	mux.HandleFunc("/"+imagesName, func(w http.ResponseWriter, req *http.Request) {
+		r.log(req)
+		r.mu.Lock()
+		b, stall := r.images, r.stall
+		r.mu.Unlock()
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		time.Sleep(stall)
+		w.Write(b[len(b)/2:])
+	})
+	mux.HandleFunc("/sha256sum-"+arch+".txt", func(w http.ResponseWriter, req *http.Request) {
+		r.log(req)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.binSum != "" {
+			fmt.Fprintf(w, "%s  bramble-%s\n", r.binSum, arch)
+		}
+		if r.imagesSum != "" {
+			fmt.Fprintf(w, "%s  %s\n", r.imagesSum, imagesName)
+		}
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv.URL
+	r.url = srv.URL
+	return r
+}
+
+func (r *releaseServer) log(req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.served = append(r.served, req.Method+" "+req.URL.Path)
+}
+
+// setImages serves b as the tarball, listed with its sha256.
+func (r *releaseServer) setImages(b []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sum := sha256.Sum256(b)
+	r.images, r.imagesSum = b, hex.EncodeToString(sum[:])
+}
+
+// update changes what the server serves.
+func (r *releaseServer) update(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f()
+}
+
+// corruptImages lists b's sha256 but serves b with one bit flipped.
+func (r *releaseServer) corruptImages(b []byte) {
+	r.setImages(b)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.images = slices.Clone(b)
+	r.images[len(b)/3] ^= 1
+}
+
+// gets counts the GET requests for a file.
+func (r *releaseServer) gets(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.served {
+		if s == "GET /"+name {
+			n++
+		}
+	}
+	return n
+}
+
+// fakeImages is a stand-in image tarball, 256 KiB, different per version.
+func fakeImages(version string) []byte {
+	return []byte(strings.Repeat("bramble images "+version+"\n", 256<<10)[:256<<10])
+}
+
+// requireImages checks the tarball installed in the data dir (relative to
+// root): the served content, file 0644 in a 0700 directory.
+func requireImages(t *testing.T, root, dataDir string, want []byte) {
+	t.Helper()
+	dir := filepath.Join(root, dataDir, "agent", "images")
+	b, err := os.ReadFile(filepath.Join(dir, imagesName))
+	if err != nil {
+		t.Fatalf("image tarball: %v", err)
+	}
+	if string(b) != string(want) {
+		t.Errorf("%s/%s differs from the tarball served", dataDir, imagesName)
+	}
+	requireMode(t, dir, 0o700)
+	requireMode(t, filepath.Join(dir, imagesName), 0o644)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Errorf("%s holds %d files, want only %s", dir, len(entries), imagesName)
+	}
 }
 
 // run runs a command in the chroot with a fresh PID and mount namespace
@@ -349,10 +454,11 @@ func TestSystemdServer(t *testing.T) {
 	root := rootfs(t)
 	fakeSystemd(t, root)
 	before := tree(t, root)
+	rel := newRelease(t)
 	start := time.Now()
 	// As `curl -sfL ... | sh -s - ARGS` runs it: the script on stdin.
 	out, err := run(t, root, false, []string{
-		"INSTALL_BRAMBLE_DOWNLOAD_URL=" + release(t, false),
+		"INSTALL_BRAMBLE_DOWNLOAD_URL=" + rel.url,
 		"BRAMBLE_TOKEN=s3cret-token", "BRAMBLE_NODE_NAME=pi1",
 		"INSTALL_BRAMBLE_EXEC=server --node-label role=test"},
 		"/", "sh", "-c", "sh -s - --disable traefik </tmp/install.sh")
@@ -360,8 +466,10 @@ func TestSystemdServer(t *testing.T) {
 		t.Fatalf("install.sh: %v", err)
 	}
 	t.Logf("install.sh (download, verify, install) took %s", time.Since(start).Round(time.Millisecond))
-	requireContains(t, "output", out, "sha256 of bramble-amd64 verified", "installing bramble server for amd64 on Debian GNU/Linux 12 (bookworm)")
+	requireContains(t, "output", out, "sha256 of bramble-amd64 verified", "installing bramble server for amd64 on Debian GNU/Linux 12 (bookworm)",
+		"sha256 of "+imagesName+" verified", "installed /var/lib/bramble/agent/images/"+imagesName)
 	requireInstalled(t, root)
+	requireImages(t, root, "var/lib/bramble", fakeImages("v1"))
 
 	unit := readFile(t, filepath.Join(root, "etc/systemd/system/bramble.service"))
 	requireContains(t, "unit", unit, "Type=notify\n", "KillMode=process\n", "Delegate=yes\n", "Restart=always\n",
@@ -380,11 +488,45 @@ func TestSystemdServer(t *testing.T) {
 		t.Errorf("systemctl calls %q, want %q", got, want)
 	}
 
-	// Installing again (an upgrade) works and changes nothing else.
-	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+release(t, false), "BRAMBLE_TOKEN=s3cret-token", "BRAMBLE_NODE_NAME=pi1", "INSTALL_BRAMBLE_EXEC=--disable traefik"); err != nil {
+	// Installing again (an upgrade) works and changes nothing else; the
+	// image tarball, unchanged, is not downloaded again.
+	upgrade := []string{"INSTALL_BRAMBLE_DOWNLOAD_URL=" + rel.url, "BRAMBLE_TOKEN=s3cret-token", "BRAMBLE_NODE_NAME=pi1", "INSTALL_BRAMBLE_EXEC=--disable traefik"}
+	out, err = install(t, root, upgrade...)
+	if err != nil {
 		t.Fatalf("second install.sh: %v", err)
 	}
 	requireInstalled(t, root)
+	requireContains(t, "second output", out, "/var/lib/bramble/agent/images/"+imagesName+" unchanged")
+	if n := rel.gets(imagesName); n != 1 {
+		t.Errorf("%s downloaded %d times after the same release twice, want once", imagesName, n)
+	}
+	requireImages(t, root, "var/lib/bramble", fakeImages("v1"))
+
+	// A release with other images: the tarball is replaced.
+	rel.setImages(fakeImages("v2"))
+	if _, err := install(t, root, upgrade...); err != nil {
+		t.Fatalf("install.sh with new images: %v", err)
+	}
+	if n := rel.gets(imagesName); n != 2 {
+		t.Errorf("%s downloaded %d times, want twice", imagesName, n)
+	}
+	requireImages(t, root, "var/lib/bramble", fakeImages("v2"))
+
+	// An upgrade whose tarball does not match its checksum changes nothing:
+	// not the tarball, not the env file, no service call.
+	withV2 := tree(t, root)
+	envBefore, callsBefore := readFile(t, envFile), calls(t, root)
+	rel.corruptImages(fakeImages("v3"))
+	out, err = install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+rel.url, "BRAMBLE_TOKEN=s3cret-token", "BRAMBLE_NODE_NAME=pi9")
+	if err == nil {
+		t.Fatal("install.sh accepted a corrupted image tarball")
+	}
+	requireContains(t, "output", out, "sha256 mismatch for "+imagesName, "nothing was installed")
+	requireSameTree(t, withV2, root, "after the refused upgrade")
+	requireImages(t, root, "var/lib/bramble", fakeImages("v2"))
+	if readFile(t, envFile) != envBefore || !slices.Equal(calls(t, root), callsBefore) {
+		t.Error("the refused upgrade changed the env file or called systemctl")
+	}
 
 	// The node would have left state behind: uninstall removes it too.
 	for _, d := range []string{"var/lib/bramble/server/db", "var/lib/bramble/agent/images", "var/lib/kubelet/pods", "etc/bramble", "var/log/pods", "var/lib/cni/networks"} {
@@ -402,7 +544,8 @@ func TestSystemdServer(t *testing.T) {
 func TestSystemdAgentAndSkips(t *testing.T) {
 	root := rootfs(t)
 	fakeSystemd(t, root)
-	url := release(t, false)
+	rel := newRelease(t)
+	url := rel.url
 
 	// BRAMBLE_URL without BRAMBLE_TOKEN: a clear error, nothing installed.
 	before := tree(t, root)
@@ -423,11 +566,18 @@ func TestSystemdAgentAndSkips(t *testing.T) {
 	}
 	requireSameTree(t, before, root, "after the refused token")
 
-	// Agent, enabled but not started.
-	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "BRAMBLE_URL=https://10.0.0.1:6443",
-		"BRAMBLE_TOKEN=K10abc::server:def", "INSTALL_BRAMBLE_SKIP_START=true"); err != nil {
+	// Agent, enabled but not started, in a data dir of its own. The image
+	// tarball comes slowly: install.sh says how far it got meanwhile.
+	rel.update(func() { rel.stall = 7 * time.Second })
+	out, err = install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "BRAMBLE_URL=https://10.0.0.1:6443",
+		"BRAMBLE_TOKEN=K10abc::server:def", "INSTALL_BRAMBLE_SKIP_START=true", "BRAMBLE_DATA_DIR=/srv/bramble")
+	if err != nil {
 		t.Fatal(err)
 	}
+	rel.update(func() { rel.stall = 0 })
+	requireContains(t, "agent output", out, "sha256 of "+imagesName+" verified", imagesName+": 0.1 MB so far",
+		"installed /srv/bramble/agent/images/"+imagesName)
+	requireImages(t, root, "srv/bramble", fakeImages("v1"))
 	unit := readFile(t, filepath.Join(root, "etc/systemd/system/bramble-agent.service"))
 	requireContains(t, "agent unit", unit, "ExecStart=/usr/local/bin/bramble agent\n", "EnvironmentFile=-/etc/systemd/system/bramble-agent.service.env\n")
 	env := readFile(t, filepath.Join(root, "etc/systemd/system/bramble-agent.service.env"))
@@ -439,11 +589,20 @@ func TestSystemdAgentAndSkips(t *testing.T) {
 	requireSameTree(t, before, root, "after uninstall")
 
 	// SKIP_ENABLE: the unit is written, nothing enabled or started.
+	// SKIP_IMAGES: no tarball, not even a checksum for one needed.
 	if err := os.Remove(filepath.Join(root, "var/log/calls")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "INSTALL_BRAMBLE_SKIP_ENABLE=true", "INSTALL_BRAMBLE_SYMLINK=skip"); err != nil {
+	rel.update(func() { rel.imagesSum = "" })
+	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "INSTALL_BRAMBLE_SKIP_ENABLE=true", "INSTALL_BRAMBLE_SYMLINK=skip",
+		"INSTALL_BRAMBLE_SKIP_IMAGES=true"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "var/lib/bramble")); err == nil {
+		t.Error("INSTALL_BRAMBLE_SKIP_IMAGES=true: /var/lib/bramble was made")
+	}
+	if n := rel.gets(imagesName); n != 1 {
+		t.Errorf("%s downloaded %d times, want once (not with INSTALL_BRAMBLE_SKIP_IMAGES)", imagesName, n)
 	}
 	if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/kubectl")); err == nil {
 		t.Error("INSTALL_BRAMBLE_SYMLINK=skip made a kubectl symlink")
@@ -459,7 +618,7 @@ func TestOpenRC(t *testing.T) {
 	root := rootfs(t)
 	stubs(t, root, "sbin/openrc-run", "sbin/rc-update", "sbin/rc-service")
 	before := tree(t, root)
-	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+release(t, false), "BRAMBLE_TOKEN=tok",
+	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+newRelease(t).url, "BRAMBLE_TOKEN=tok",
 		"INSTALL_BRAMBLE_EXEC=server --node-name pi1"); err != nil {
 		t.Fatal(err)
 	}
@@ -494,11 +653,12 @@ func TestNoInitWget(t *testing.T) {
 	// A kubectl that is not ours stays.
 	writeFile(t, filepath.Join(root, "usr/local/bin/kubectl"), "#!/bin/sh\necho mine\n", 0o755)
 	before := tree(t, root)
-	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+release(t, false))
+	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+newRelease(t).url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	requireContains(t, "output", out, "sha256 of bramble-amd64 verified", "no init system found", "set -a; . /etc/bramble/bramble.env; set +a; exec /usr/local/bin/bramble server", "skipping /usr/local/bin/kubectl")
+	requireImages(t, root, "var/lib/bramble", fakeImages("v1"))
+	requireContains(t, "output", out, "sha256 of bramble-amd64 verified", "sha256 of "+imagesName+" verified", "no init system found", "set -a; . /etc/bramble/bramble.env; set +a; exec /usr/local/bin/bramble server", "skipping /usr/local/bin/kubectl")
 	if readFile(t, filepath.Join(root, "usr/local/bin/kubectl")) != "#!/bin/sh\necho mine\n" {
 		t.Error("a kubectl that is not bramble's was replaced")
 	}
@@ -514,17 +674,33 @@ func TestChecksumMismatch(t *testing.T) {
 	root := rootfs(t)
 	fakeSystemd(t, root)
 	before := tree(t, root)
-	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+release(t, true))
-	if err == nil {
-		t.Fatal("install.sh succeeded with a wrong checksum")
+	rel := newRelease(t)
+	refused := func(what string, want ...string) {
+		t.Helper()
+		out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+rel.url)
+		if err == nil {
+			t.Fatalf("install.sh succeeded with %s", what)
+		}
+		requireContains(t, "output", out, want...)
+		requireSameTree(t, before, root, "after the install with "+what)
+		if c := calls(t, root); len(c) > 0 {
+			t.Errorf("systemctl called: %q", c)
+		}
 	}
-	requireContains(t, "output", out, "sha256 mismatch for bramble-amd64", "nothing was installed")
-	requireSameTree(t, before, root, "after the failed install")
-	if c := calls(t, root); len(c) > 0 {
-		t.Errorf("systemctl called: %q", c)
+	rel.update(func() { rel.binSum = strings.Repeat("0", 64) })
+	refused("a wrong checksum of the binary", "sha256 mismatch for bramble-amd64", "nothing was installed")
+	rel.update(func() { rel.binSum = binarySHA256(t) })
+	rel.corruptImages(fakeImages("v1"))
+	refused("a corrupted image tarball", "sha256 mismatch for "+imagesName, "nothing was installed")
+	// A sums file without the tarball: refused before any download.
+	rel.update(func() { rel.imagesSum = "" })
+	n := rel.gets("bramble-" + arch)
+	refused("no checksum for the image tarball", "sha256sum-amd64.txt at "+rel.url+" lists no "+imagesName, "nothing was installed", "INSTALL_BRAMBLE_SKIP_IMAGES=true")
+	if rel.gets("bramble-"+arch) != n {
+		t.Error("the binary was downloaded although the sums file lists no image tarball")
 	}
 	// A server that is not there: a clear download error, nothing installed.
-	out, err = install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL=http://127.0.0.1:9/nothing")
+	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL=http://127.0.0.1:9/nothing")
 	if err == nil {
 		t.Fatal("install.sh succeeded without a server")
 	}
@@ -545,14 +721,15 @@ func TestAirgap(t *testing.T) {
 	dir := filepath.Join(root, "root", "bundle")
 	copyFile(t, testutil.Binary(t), filepath.Join(dir, "bramble-"+arch), 0o755)
 	copyFile(t, images, filepath.Join(dir, filepath.Base(images)), 0o644)
-	writeFile(t, filepath.Join(dir, "sha256sum-"+arch+".txt"), binarySHA256(t)+"  bramble-"+arch+"\n", 0o644)
+	writeFile(t, filepath.Join(dir, "sha256sum-"+arch+".txt"),
+		binarySHA256(t)+"  bramble-"+arch+"\n"+sha256File(t, images)+"  "+imagesName+"\n", 0o644)
 	withBundle := tree(t, root)
 
 	out, err := run(t, root, true, []string{"INSTALL_BRAMBLE_SKIP_DOWNLOAD=true", "BRAMBLE_DATA_DIR=/srv/bramble"}, "/root/bundle", "sh", "/tmp/install.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	requireContains(t, "output", out, "sha256 of bramble-amd64 verified", "copied bramble-airgap-images-amd64.tar.zst to /srv/bramble/agent/images/")
+	requireContains(t, "output", out, "sha256 of bramble-amd64 verified", "sha256 of "+imagesName+" verified", "installed /srv/bramble/agent/images/"+imagesName)
 	if strings.Contains(out, "downloading") {
 		t.Error("the air-gapped install downloaded something")
 	}
