@@ -20,14 +20,18 @@ import (
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
-func agentCommand() *cli.Command {
+func agentFlags() []cli.Flag {
 	flags := append(commonFlags(),
 		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "URL of a bramble server, https://<host>:6443", EnvVars: env("server", "BRAMBLE_URL")},
 	)
+	return append(flags, nodeFlags()...)
+}
+
+func agentCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "agent",
 		Usage:  "join a server as a node (runs containerd, kubelet, kube-proxy and flannel)",
-		Flags:  append(flags, nodeFlags()...),
+		Flags:  agentFlags(),
 		Before: applyConfigFile,
 		Action: runAgent,
 	}

@@ -3,42 +3,44 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"sigs.k8s.io/yaml"
-)
 
-// DefaultConfigFile is read when --config is not given.
-const DefaultConfigFile = "/etc/bramble/config.yaml"
+	"github.com/bramble-pi/bramble/pkg/layout"
+)
 
 // applyConfigFile fills every flag that was set neither on the command line nor
 // through the environment from the YAML file named by --config (keys are flag
 // names). Precedence is therefore flag > env > file > default. Unknown keys and
-// bad values are errors naming the key.
+// bad values are errors naming the key. The file is shared by every command:
+// the helper commands (token, images) skip the keys of server and agent
+// flags they do not have.
 func applyConfigFile(c *cli.Context) error {
 	path := c.String("config")
-	explicit := c.IsSet("config")
-	data, err := os.ReadFile(path)
+	values, err := layout.ReadConfigFile(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && !explicit {
+		if layout.IsNotExist(err) && !c.IsSet("config") {
 			return nil
 		}
-		return fmt.Errorf("config file: %w", err)
-	}
-	var values map[string]any
-	if err := yaml.Unmarshal(data, &values); err != nil {
-		return fmt.Errorf("config file %s: not valid YAML: %w", path, err)
+		return err
 	}
 	known := flagNames(c.Command.Flags)
+	nodeCommand := c.Command.Name == "server" || c.Command.Name == "agent"
+	var others map[string]bool
+	if !nodeCommand {
+		others = flagNames(append(serverFlags(), agentFlags()...))
+	}
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
+		if !known[key] && others[key] {
+			continue // another command's setting
+		}
 		if key == "config" || !known[key] {
 			msg := fmt.Sprintf("config file %s: unknown key %q", path, key)
 			if s := closest(key, known); s != "" {

@@ -7,7 +7,7 @@ import (
 	"syscall"
 
 	"github.com/bramble-pi/bramble/pkg/bundle"
-	"github.com/bramble-pi/bramble/pkg/containerd"
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/logging"
 )
 
@@ -15,10 +15,7 @@ import (
 // binaries) against bramble's containerd unless told otherwise. argv[0] is
 // the program name.
 func crictlMain(argv []string) int {
-	dataDir := os.Getenv("BRAMBLE_DATA_DIR")
-	if dataDir == "" {
-		dataDir = "/var/lib/bramble"
-	}
+	dataDir := layout.Current().DataDir()
 	binDir, err := bundle.Extract(dataDir, logging.Discard())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "crictl: unpack helper binaries: %v\n", err)
@@ -27,7 +24,7 @@ func crictlMain(argv []string) int {
 	env := os.Environ()
 	for _, v := range []string{"CONTAINER_RUNTIME_ENDPOINT", "IMAGE_SERVICE_ENDPOINT"} {
 		if os.Getenv(v) == "" {
-			env = append(env, v+"=unix://"+containerd.DefaultSocket)
+			env = append(env, v+"=unix://"+layout.ContainerdSocket)
 		}
 	}
 	bin := filepath.Join(binDir, "crictl")

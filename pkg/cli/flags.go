@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/bramble-pi/bramble/pkg/layout"
 )
 
 // env is the BRAMBLE_* variable for a flag name, plus any extra names.
@@ -23,12 +25,17 @@ func list(name, usage string) *cli.StringSliceFlag {
 	return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: env(name)}
 }
 
+// configFlag names the config file (read by applyConfigFile).
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: layout.DefaultConfigFile, Usage: "YAML file whose keys are flag names", EnvVars: []string{"BRAMBLE_CONFIG_FILE"}}
+}
+
 // commonFlags are shared by every command that runs a node.
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: DefaultConfigFile, Usage: "YAML file whose keys are flag names", EnvVars: []string{"BRAMBLE_CONFIG_FILE"}},
+		configFlag(),
 		boolean("debug", "log everything, including the Kubernetes components' info lines"),
-		str("data-dir", "/var/lib/bramble", "directory for state, certificates and the datastore", "d"),
+		str("data-dir", layout.DefaultDataDir, "directory for state, certificates and the datastore", "d"),
 		str("node-name", "", "node name (default: the hostname)"),
 		str("token", "", "shared secret used to join nodes", "t"),
 	}
@@ -45,7 +52,7 @@ func serverFlags() []cli.Flag {
 		str("cluster-dns", "", "cluster DNS service IP (default: the 10th address of --service-cidr)"),
 		str("cluster-domain", "cluster.local", "cluster domain"),
 		str("datastore-endpoint", "", "kine endpoint: sqlite://, postgres://, mysql:// or an etcd URL (default: SQLite in the data dir)"),
-		&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: "/etc/bramble/bramble.yaml", Usage: "where to write the admin kubeconfig", EnvVars: env("write-kubeconfig", "BRAMBLE_KUBECONFIG_OUTPUT")},
+		&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: layout.DefaultKubeconfig, Usage: "where to write the admin kubeconfig", EnvVars: env("write-kubeconfig", "BRAMBLE_KUBECONFIG_OUTPUT")},
 		&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Usage: "file mode of the admin kubeconfig", EnvVars: env("write-kubeconfig-mode", "BRAMBLE_KUBECONFIG_MODE")},
 		boolean("disable-agent", "run the control plane only, no node"),
 		str("agent-token", "", "secret that joins agents only (default: agents use the server token)"),

@@ -17,6 +17,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/images"
 	"github.com/bramble-pi/bramble/pkg/launcher"
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/mountns"
 	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/server"
@@ -24,7 +25,7 @@ import (
 )
 
 // RunDir holds sockets and state that must not outlive a reboot.
-const RunDir = "/run/bramble"
+const RunDir = layout.RunDir
 
 // nodeFlags are shared by `server` and `agent`.
 func nodeFlags() []cli.Flag {

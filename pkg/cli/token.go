@@ -11,21 +11,24 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
-	"github.com/bramble-pi/bramble/pkg/server"
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
 
 func tokenCommand() *cli.Command {
-	dataDir := str("data-dir", "/var/lib/bramble", "data directory of the server", "d")
+	flags := func(extra ...cli.Flag) []cli.Flag {
+		return append([]cli.Flag{configFlag(), str("data-dir", layout.DefaultDataDir, "data directory of the server", "d")}, extra...)
+	}
 	return &cli.Command{
 		Name:  "token",
 		Usage: "show the server's join token; create, list and delete bootstrap tokens",
 		Subcommands: []*cli.Command{{
-			Name:  "show",
-			Usage: "print the server token (to stdout only; it is never logged)",
-			Flags: []cli.Flag{dataDir},
+			Name:   "show",
+			Usage:  "print the server token (to stdout only; it is never logged)",
+			Flags:  flags(),
+			Before: applyConfigFile,
 			Action: func(c *cli.Context) error {
-				path := server.NewPaths(c.String("data-dir")).Token()
+				path := layout.New(c.String("data-dir")).Token()
 				data, err := os.ReadFile(path)
 				if err != nil {
 					return fmt.Errorf("read server token (has `bramble server` run with this --data-dir?): %w", err)
@@ -36,10 +39,11 @@ func tokenCommand() *cli.Command {
 		}, {
 			Name:  "create",
 			Usage: "create a bootstrap token that joins agents until it expires",
-			Flags: []cli.Flag{dataDir,
+			Flags: flags(
 				&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "lifetime (0: never expires)"},
 				&cli.StringFlag{Name: "description", Usage: "what the token is for"},
-			},
+			),
+			Before: applyConfigFile,
 			Action: func(c *cli.Context) error {
 				cs, ca, err := adminClient(c.String("data-dir"))
 				if err != nil {
@@ -56,9 +60,10 @@ func tokenCommand() *cli.Command {
 				return err
 			},
 		}, {
-			Name:  "list",
-			Usage: "list bootstrap tokens (IDs, expiry, description; never secrets)",
-			Flags: []cli.Flag{dataDir},
+			Name:   "list",
+			Usage:  "list bootstrap tokens (IDs, expiry, description; never secrets)",
+			Flags:  flags(),
+			Before: applyConfigFile,
 			Action: func(c *cli.Context) error {
 				cs, _, err := adminClient(c.String("data-dir"))
 				if err != nil {
@@ -87,7 +92,8 @@ func tokenCommand() *cli.Command {
 			Name:      "delete",
 			Usage:     "delete bootstrap tokens",
 			ArgsUsage: "<id or token>...",
-			Flags:     []cli.Flag{dataDir},
+			Flags:     flags(),
+			Before:    applyConfigFile,
 			Action: func(c *cli.Context) error {
 				if c.NArg() == 0 {
 					return fmt.Errorf("name the bootstrap token(s) to delete by ID (see `bramble token list`)")
@@ -109,12 +115,12 @@ func tokenCommand() *cli.Command {
 
 // adminClient talks to the local server as admin and returns its CA bundle.
 func adminClient(dataDir string) (*kubernetes.Clientset, []byte, error) {
-	p := server.NewPaths(dataDir)
-	ca, err := os.ReadFile(p.TLS("server-ca.crt"))
+	d := layout.New(dataDir)
+	ca, err := os.ReadFile(d.ServerTLS("server-ca.crt"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the server CA (run this on the server, with its --data-dir): %w", err)
 	}
-	cs, err := kubeconfig.Clientset(p.Cred("admin.kubeconfig"), 15*time.Second)
+	cs, err := kubeconfig.Clientset(d.ServerCred("admin.kubeconfig"), 15*time.Second)
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin kubeconfig (run this on the server, with its --data-dir): %w", err)
 	}

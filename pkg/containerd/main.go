@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
+
+	"github.com/bramble-pi/bramble/pkg/layout"
 )
 
 // Main runs containerd itself; bramble re-executes itself as
@@ -20,7 +22,7 @@ func Main(argv []string) int {
 }
 
 // DefaultSocket is the node's containerd socket (see Config.Socket).
-const DefaultSocket = "/run/bramble/containerd/containerd.sock"
+const DefaultSocket = layout.ContainerdSocket
 
 // CtrMain runs ctr, talking to bramble's containerd unless told otherwise.
 func CtrMain(argv []string) int {

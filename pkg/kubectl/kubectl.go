@@ -9,16 +9,17 @@ import (
 	"k8s.io/component-base/cli"
 	"k8s.io/kubectl/pkg/cmd"
 	"k8s.io/kubectl/pkg/cmd/util"
-)
 
-// AdminKubeconfig is the kubeconfig used when none is given.
-const AdminKubeconfig = "/etc/bramble/bramble.yaml"
+	"github.com/bramble-pi/bramble/pkg/layout"
+)
 
 // Main runs kubectl with args (without the program name) and returns its exit status.
 func Main(args []string) int {
+	// The admin kubeconfig the server writes (its --write-kubeconfig, from
+	// the environment or the config file too) unless told otherwise.
 	if os.Getenv("KUBECONFIG") == "" && !hasKubeconfigFlag(args) {
-		if _, err := os.Stat(AdminKubeconfig); err == nil {
-			os.Setenv("KUBECONFIG", AdminKubeconfig)
+		if admin := layout.Current().Kubeconfig(); fileExists(admin) {
+			os.Setenv("KUBECONFIG", admin)
 		}
 	}
 	command := cmd.NewDefaultKubectlCommand()
@@ -37,4 +38,9 @@ func hasKubeconfigFlag(args []string) bool {
 		}
 	}
 	return false
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -18,17 +18,11 @@ import (
 	"syscall"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/unpack"
 )
 
-// Defaults shared with pkg/cli (kept here so the launcher stays small).
-const (
-	defaultDataDir    = "/var/lib/bramble"
-	defaultConfigFile = "/etc/bramble/config.yaml"
-	binName           = "bramble"
-)
+const binName = "bramble"
 
 // ExecutableEnv names the variable through which the launcher tells the
 // real binary where the launcher itself is (the file the user installed):
@@ -108,34 +102,11 @@ func slowNotice(w io.Writer, payload unpack.Archive, base string) (done func()) 
 // as the fallback when that one is not writable (a root install already
 // unpacked there is used read-only).
 func DataDirs(argv, env []string, euid int) []string {
-	getenv := func(k string) string {
-		for i := len(env) - 1; i >= 0; i-- {
-			if v, ok := strings.CutPrefix(env[i], k+"="); ok {
-				return v
-			}
-		}
-		return ""
-	}
-	dir, explicit := flagValue(argv, "data-dir", "d")
-	if !explicit {
-		dir = getenv("BRAMBLE_DATA_DIR")
-	}
-	if dir == "" {
-		cfg, _ := flagValue(argv, "config", "c")
-		if cfg == "" {
-			cfg = getenv("BRAMBLE_CONFIG_FILE")
-		}
-		if cfg == "" {
-			cfg = defaultConfigFile
-		}
-		dir = configDataDir(cfg)
-	}
-	if dir == "" {
-		dir = defaultDataDir
-	}
+	l := layout.Lookup{Args: argv, Env: env}
+	dir := l.DataDir()
 	dirs := []string{dir}
 	if euid != 0 {
-		if cache := userCacheDir(getenv); cache != "" && cache != dir {
+		if cache := userCacheDir(l.Getenv); cache != "" && cache != dir {
 			dirs = append(dirs, cache)
 		}
 	}
@@ -150,59 +121,6 @@ func userCacheDir(getenv func(string) string) string {
 		return filepath.Join(h, ".cache", binName)
 	}
 	return ""
-}
-
-// flagValue finds --name/-name/-short VALUE or --name=VALUE in bramble's own
-// arguments: not in a multi-call invocation (kubectl, crictl, ctr), not
-// after "--" or a tool subcommand, whose arguments are that tool's.
-func flagValue(argv []string, name, short string) (string, bool) {
-	if len(argv) == 0 || filepath.Base(argv[0]) != binName && isTool(filepath.Base(argv[0])) {
-		return "", false
-	}
-	val, found := "", false
-	for i := 1; i < len(argv); i++ {
-		a := argv[i]
-		if a == "--" || isTool(a) {
-			break
-		}
-		n, v, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || (n != name && n != short) {
-			continue
-		}
-		if !hasValue {
-			if i+1 >= len(argv) {
-				break
-			}
-			i++
-			v = argv[i]
-		}
-		val, found = v, true // the last one wins, as in urfave/cli
-	}
-	return val, found
-}
-
-func isTool(s string) bool {
-	switch s {
-	case "kubectl", "crictl", "ctr", "containerd":
-		return true
-	}
-	return false
-}
-
-// configDataDir returns the data-dir key of the YAML config file, or "".
-// Errors are left to bramble itself, which reports them properly.
-func configDataDir(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	var cfg struct {
-		DataDir string `json:"data-dir"`
-	}
-	if yaml.Unmarshal(b, &cfg) != nil {
-		return ""
-	}
-	return cfg.DataDir
 }
 
 func hasEnv(env []string, name string) bool {

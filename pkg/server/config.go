@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
+
+	"github.com/bramble-pi/bramble/pkg/layout"
 )
 
 // Config is the control plane's configuration, built by the CLI.
@@ -31,32 +32,32 @@ type Config struct {
 	Disable           []string // bundled add-ons to leave out
 }
 
-// Paths is the server's on-disk layout under <data-dir>/server.
-type Paths struct{ root string }
+// Paths is the server's part of the on-disk layout (pkg/layout).
+type Paths struct{ d layout.Dirs }
 
 // NewPaths returns the layout for a data dir.
-func NewPaths(dataDir string) Paths { return Paths{root: filepath.Join(dataDir, "server")} }
+func NewPaths(dataDir string) Paths { return Paths{d: layout.New(dataDir)} }
 
 // Root is <data-dir>/server.
-func (p Paths) Root() string { return p.root }
+func (p Paths) Root() string { return p.d.Server() }
 
 // TLS is a file in the certificate directory.
-func (p Paths) TLS(name string) string { return filepath.Join(p.root, "tls", name) }
+func (p Paths) TLS(name string) string { return p.d.ServerTLS(name) }
 
 // Cred is a file in the credentials (component kubeconfig) directory.
-func (p Paths) Cred(name string) string { return filepath.Join(p.root, "cred", name) }
+func (p Paths) Cred(name string) string { return p.d.ServerCred(name) }
 
 // Token is the server token file.
-func (p Paths) Token() string { return filepath.Join(p.root, "token") }
+func (p Paths) Token() string { return p.d.Token() }
 
 // AgentToken is the agent token file (when --agent-token was given).
-func (p Paths) AgentToken() string { return filepath.Join(p.root, "agent-token") }
+func (p Paths) AgentToken() string { return p.d.AgentToken() }
 
 // DBDir holds the SQLite database.
-func (p Paths) DBDir() string { return filepath.Join(p.root, "db") }
+func (p Paths) DBDir() string { return p.d.DB() }
 
 // KineSocket is where kine serves the etcd API.
-func (p Paths) KineSocket() string { return filepath.Join(p.root, "kine.sock") }
+func (p Paths) KineSocket() string { return p.d.KineSocket() }
 
 // ServiceIP is the first address of the service range: the kubernetes Service.
 func ServiceIP(cidr *net.IPNet) (net.IP, error) { return NthIP(cidr, 1) }

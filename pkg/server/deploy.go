@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/bramble-pi/bramble/manifests"
@@ -12,7 +11,7 @@ import (
 )
 
 // ManifestsDir is where bundled and user manifests live.
-func (p Paths) ManifestsDir() string { return filepath.Join(p.root, "manifests") }
+func (p Paths) ManifestsDir() string { return p.d.Manifests() }
 
 // deployController applies the manifests directory. It starts at once and
 // does its work in the background, so it never delays the node.
