@@ -4,6 +4,7 @@ package agent
 
 import (
 	"fmt"
+	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -41,7 +42,7 @@ type Config struct {
 	// air-gap tarball beside it), imported like <data-dir>/agent/images.
 	ShippedImages []string
 	Debug         bool
-	Creds         Credentials
+	Creds         nodecreds.Files
 }
 
 func (c Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }

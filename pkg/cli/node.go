@@ -19,6 +19,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/launcher"
 	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/mountns"
+	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/server"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
@@ -135,7 +136,7 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 // announceNodeReady logs (and tells the service manager) once the node's
 // Ready condition is True: the moment scripts and systemd can rely on it.
 func announceNodeReady(ctx context.Context, log *slog.Logger, dataDir, nodeName string, start time.Time) {
-	kubeconfig := agent.CredentialFiles(filepath.Join(dataDir, "agent")).KubeletKubeconfig
+	kubeconfig := nodecreds.In(filepath.Join(dataDir, "agent")).KubeletKubeconfig
 	if err := agent.WaitNodeReady(ctx, kubeconfig, nodeName); err != nil {
 		return
 	}

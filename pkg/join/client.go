@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bramble-pi/bramble/pkg/agent"
+	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/pki"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
@@ -49,8 +49,8 @@ func statePath(dir string) string { return filepath.Join(dir, "join.json") }
 // ones when the node has joined this server under this name before and its
 // certificates are current, else fetched from the server (retrying while the
 // server is unreachable, until ctx ends).
-func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, agent.Credentials, error) {
-	creds := agent.CredentialFiles(req.Dir)
+func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, nodecreds.Files, error) {
+	creds := nodecreds.In(req.Dir)
 	var st state
 	if data, err := os.ReadFile(statePath(req.Dir)); err == nil && json.Unmarshal(data, &st) == nil &&
 		st.Server == req.Server && st.Node == req.NodeName && creds.Valid(time.Now()) == nil {

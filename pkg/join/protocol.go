@@ -6,13 +6,12 @@
 package join
 
 import (
-	"github.com/bramble-pi/bramble/pkg/agent"
+	"github.com/bramble-pi/bramble/pkg/nodecreds"
 )
 
 // Paths served on the apiserver's port, in front of the apiserver.
 const (
 	CACertsPath = "/cacerts"
-	ConfigPath  = "/v1-bramble/config"
 	NodePath    = "/v1-bramble/node"
 	// PasswordHeader carries the node password.
 	PasswordHeader = "Bramble-Node-Password"
@@ -36,5 +35,5 @@ type NodeRequest struct {
 // NodeResponse carries them, with the cluster settings.
 type NodeResponse struct {
 	Config ClusterConfig    `json:"config"`
-	Certs  agent.CertBundle `json:"certs"`
+	Certs  nodecreds.Bundle `json:"certs"`
 }

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/bramble-pi/bramble/pkg/agent"
+	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
 
@@ -27,16 +27,16 @@ type Server struct {
 	config     ClusterConfig
 	secrets    []token.Token // server token, agent token: secrets that join
 	serverNode string        // the server's own node name, never given out
-	issue      func(nodeName string, nodeIP net.IP) (agent.CertBundle, error)
+	issue      func(nodeName string, nodeIP net.IP) (nodecreds.Bundle, error)
 	log        *slog.Logger
-	client     atomic.Pointer[kubernetes.Clientset]
+	client     atomic.Pointer[clientHolder]
 }
 
 // NewServer returns the join handlers. tokens are the static tokens that
 // may join (the server token and, if set, the agent token); bootstrap tokens
 // are looked up in the cluster.
 func NewServer(caBundle []byte, cfg ClusterConfig, tokens []token.Token, serverNode string,
-	issue func(string, net.IP) (agent.CertBundle, error), log *slog.Logger) *Server {
+	issue func(string, net.IP) (nodecreds.Bundle, error), log *slog.Logger) *Server {
 	s := &Server{caBundle: caBundle, config: cfg, serverNode: serverNode, issue: issue, log: log}
 	for _, t := range tokens {
 		if t.Secret != "" {
@@ -46,8 +46,20 @@ func NewServer(caBundle []byte, cfg ClusterConfig, tokens []token.Token, serverN
 	return s
 }
 
-// SetClient makes the authenticated endpoints available.
-func (s *Server) SetClient(cs *kubernetes.Clientset) { s.client.Store(cs) }
+// clientHolder lets an interface value sit in an atomic.Pointer.
+type clientHolder struct{ kubernetes.Interface }
+
+// SetClient makes the authenticated endpoints available (any
+// kubernetes.Interface: the apiserver's clientset, or a fake in tests).
+func (s *Server) SetClient(cs kubernetes.Interface) { s.client.Store(&clientHolder{cs}) }
+
+// kube is the client, or nil before SetClient.
+func (s *Server) kube() kubernetes.Interface {
+	if h := s.client.Load(); h != nil {
+		return h.Interface
+	}
+	return nil
+}
 
 // Wrap serves the join paths and hands every other request to next.
 func (s *Server) Wrap(next http.Handler) http.Handler {
@@ -56,10 +68,6 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 		case CACertsPath:
 			w.Header().Set("Content-Type", "application/x-pem-file")
 			_, _ = w.Write(s.caBundle)
-		case ConfigPath:
-			if _, ok := s.authenticate(w, r); ok {
-				writeJSON(w, s.config)
-			}
 		case NodePath:
 			s.serveNode(w, r)
 		default:
@@ -83,7 +91,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		}
 	}
 	if parsed, err := token.Parse(user + "." + secret); err == nil && parsed.Bootstrap {
-		cs := s.client.Load()
+		cs := s.kube()
 		if cs == nil {
 			http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
 			return "", false
@@ -143,7 +151,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusConflict, fmt.Sprintf("node name %q is already registered by another machine (the server's own node); pick another --node-name", req.NodeName))
 		return
 	}
-	cs := s.client.Load()
+	cs := s.kube()
 	if cs == nil {
 		http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
 		return

@@ -5,22 +5,22 @@ import (
 	"net"
 	"time"
 
-	"github.com/bramble-pi/bramble/pkg/agent"
+	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/pki"
 )
 
 // EnsureNodeCredentials issues, from the server's own CAs, the credentials for
 // the server's own node into dir (<data-dir>/agent), reusing current ones.
-func (cp *ControlPlane) EnsureNodeCredentials(nodeName string, nodeIP net.IP, dir string) (agent.Credentials, error) {
+func (cp *ControlPlane) EnsureNodeCredentials(nodeName string, nodeIP net.IP, dir string) (nodecreds.Files, error) {
 	now := time.Now()
-	nc := agent.CredentialFiles(dir)
+	nc := nodecreds.In(dir)
 	if err := pki.WriteSecret(nc.ClientCA, cp.creds.clientCA.CertPEM); err != nil {
 		return nc, err
 	}
 	if err := pki.WriteSecret(nc.ServerCA, cp.creds.serverCA.CertPEM); err != nil {
 		return nc, err
 	}
-	for name, leaf := range agent.NodeLeaves(nodeName, nodeIP, FlannelUser) {
+	for name, leaf := range nodecreds.Leaves(nodeName, nodeIP, FlannelUser) {
 		if _, err := cp.signerFor(leaf).EnsureLeaf(nc.Cert(name), nc.Key(name), leaf, now); err != nil {
 			return nc, err
 		}
@@ -29,15 +29,15 @@ func (cp *ControlPlane) EnsureNodeCredentials(nodeName string, nodeIP net.IP, di
 }
 
 // IssueNode signs new credentials for a node that joins over the network.
-func (cp *ControlPlane) IssueNode(nodeName string, nodeIP net.IP) (agent.CertBundle, error) {
+func (cp *ControlPlane) IssueNode(nodeName string, nodeIP net.IP) (nodecreds.Bundle, error) {
 	now := time.Now()
-	b := agent.CertBundle{ServerCA: cp.creds.serverCA.CertPEM, ClientCA: cp.creds.clientCA.CertPEM, Certs: map[string]agent.PEM{}}
-	for name, leaf := range agent.NodeLeaves(nodeName, nodeIP, FlannelUser) {
+	b := nodecreds.Bundle{ServerCA: cp.creds.serverCA.CertPEM, ClientCA: cp.creds.clientCA.CertPEM, Certs: map[string]nodecreds.PEM{}}
+	for name, leaf := range nodecreds.Leaves(nodeName, nodeIP, FlannelUser) {
 		cert, key, err := cp.signerFor(leaf).Issue(leaf, now)
 		if err != nil {
 			return b, fmt.Errorf("node %s: %w", nodeName, err)
 		}
-		b.Certs[name] = agent.PEM{Cert: cert, Key: key}
+		b.Certs[name] = nodecreds.PEM{Cert: cert, Key: key}
 	}
 	return b, nil
 }

@@ -61,8 +61,11 @@ func CreateBootstrap(ctx context.Context, cs kubernetes.Interface, caBundle []by
 	obj := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: bootstrapPrefix + id, Namespace: bootstrapNamespace,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "bramble"}},
-		Type:       bootstrapSecretType,
-		StringData: data,
+		Type: bootstrapSecretType,
+		Data: map[string][]byte{},
+	}
+	for k, v := range data {
+		obj.Data[k] = []byte(v)
 	}
 	if _, err := cs.CoreV1().Secrets(bootstrapNamespace).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 		return Token{}, fmt.Errorf("store bootstrap token %s: %w", id, err)

@@ -1,4 +1,10 @@
-package agent
+// Package nodecreds is a node's credential model: the identities a node
+// holds (kubelet client and serving, kube-proxy, flannel), where their files
+// live under <data-dir>/agent, the bundle a server issues and a joining node
+// stores, and the kubeconfigs made from them. The server (issuing) and the
+// join client and node (storing, using) share it without depending on each
+// other.
+package nodecreds
 
 import (
 	"fmt"
@@ -11,9 +17,9 @@ import (
 	"github.com/bramble-pi/bramble/pkg/pki"
 )
 
-// Credentials are the node's certificate and kubeconfig files, prepared by
+// Files are the node's certificate and kubeconfig files, prepared by
 // the server (for its own node) or fetched when joining.
-type Credentials struct {
+type Files struct {
 	ClientCA            string
 	ServerCA            string
 	ServingCert         string
@@ -33,13 +39,13 @@ const (
 	KubeletServing  = "serving-kubelet"
 )
 
-// identities are the certificates every node holds (NodeLeaves' keys).
+// identities are the certificates every node holds (Leaves' keys).
 var identities = []string{KubeletClient, KubeProxyClient, FlannelClient, KubeletServing}
 
-// CredentialFiles is the layout of a node's credentials under dir
+// In is the layout of a node's credentials under dir
 // (<data-dir>/agent).
-func CredentialFiles(dir string) Credentials {
-	return Credentials{
+func In(dir string) Files {
+	return Files{
 		ClientCA:            filepath.Join(dir, "tls", "client-ca.crt"),
 		ServerCA:            filepath.Join(dir, "tls", "server-ca.crt"),
 		ServingCert:         filepath.Join(dir, "tls", KubeletServing+".crt"),
@@ -52,10 +58,10 @@ func CredentialFiles(dir string) Credentials {
 }
 
 // Cert and Key are the files of a named identity.
-func (c Credentials) Cert(name string) string { return filepath.Join(c.dir, "tls", name+".crt") }
+func (c Files) Cert(name string) string { return filepath.Join(c.dir, "tls", name+".crt") }
 
 // Key is the private key file of a named identity.
-func (c Credentials) Key(name string) string { return filepath.Join(c.dir, "tls", name+".key") }
+func (c Files) Key(name string) string { return filepath.Join(c.dir, "tls", name+".key") }
 
 // PEM is one certificate chain and its key.
 type PEM struct {
@@ -63,16 +69,16 @@ type PEM struct {
 	Key  []byte `json:"key"`
 }
 
-// CertBundle is everything a node needs from the server, in memory: what a
+// Bundle is everything a node needs from the server, in memory: what a
 // joining node receives.
-type CertBundle struct {
+type Bundle struct {
 	ServerCA []byte         `json:"serverCA"`
 	ClientCA []byte         `json:"clientCA"`
 	Certs    map[string]PEM `json:"certs"` // by identity name (KubeletClient, ...)
 }
 
 // Write stores the bundle (all files 0600).
-func (c Credentials) Write(b CertBundle) error {
+func (c Files) Write(b Bundle) error {
 	if err := pki.WriteSecret(c.ServerCA, b.ServerCA); err != nil {
 		return err
 	}
@@ -95,7 +101,7 @@ func (c Credentials) Write(b CertBundle) error {
 }
 
 // WriteKubeconfigs points the kubelet, kube-proxy and flannel at server.
-func (c Credentials) WriteKubeconfigs(server string) error {
+func (c Files) WriteKubeconfigs(server string) error {
 	for path, client := range map[string]string{c.KubeletKubeconfig: KubeletClient, c.KubeProxyKubeconfig: KubeProxyClient, c.FlannelKubeconfig: FlannelClient} {
 		spec := kubeconfig.Spec{Server: server, CAFile: c.ServerCA, CertFile: c.Cert(client), KeyFile: c.Key(client)}
 		if err := kubeconfig.Write(path, 0o600, spec); err != nil {
@@ -108,7 +114,7 @@ func (c Credentials) WriteKubeconfigs(server string) error {
 // Valid says whether the stored credentials can be used as they are: every
 // certificate present and good for more than pki.RenewBefore, and the
 // kubeconfigs present.
-func (c Credentials) Valid(now time.Time) error {
+func (c Files) Valid(now time.Time) error {
 	for _, name := range identities {
 		if err := pki.ValidFor(c.Cert(name), pki.RenewBefore, now); err != nil {
 			return err
@@ -122,8 +128,8 @@ func (c Credentials) Valid(now time.Time) error {
 	return nil
 }
 
-// NodeLeaves are the certificates a node needs, by identity name.
-func NodeLeaves(nodeName string, nodeIP net.IP, flannelUser string) map[string]pki.Leaf {
+// Leaves are the certificates a node needs, by identity name.
+func Leaves(nodeName string, nodeIP net.IP, flannelUser string) map[string]pki.Leaf {
 	return map[string]pki.Leaf{
 		KubeletClient:   {CommonName: "system:node:" + nodeName, Organization: []string{"system:nodes"}, Client: true},
 		KubeProxyClient: {CommonName: "system:kube-proxy", Client: true},
