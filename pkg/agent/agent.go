@@ -12,6 +12,7 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/flannel"
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
@@ -45,7 +46,8 @@ type Config struct {
 	Creds         nodecreds.Files
 }
 
-func (c Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }
+func (c Config) dirs() layout.Dirs { return layout.New(c.DataDir) }
+func (c Config) agentDir() string  { return c.dirs().Agent() }
 
 // Agent is a prepared node.
 type Agent struct {
@@ -57,11 +59,11 @@ type Agent struct {
 // New prepares a node.
 func New(cfg Config, log *slog.Logger) *Agent {
 	ctrd := containerd.Config{
-		Root:                filepath.Join(cfg.agentDir(), "containerd"),
+		Root:                cfg.dirs().ContainerdRoot(),
 		State:               filepath.Join(cfg.RunDir, "containerd"),
-		ConfigDir:           filepath.Join(cfg.agentDir(), "etc", "containerd"),
+		ConfigDir:           filepath.Join(cfg.dirs().AgentEtc(), "containerd"),
 		BinDir:              cfg.BinDir,
-		CNIConfDir:          filepath.Join(cfg.agentDir(), "etc", "cni", "net.d"),
+		CNIConfDir:          filepath.Join(cfg.dirs().AgentEtc(), "cni", "net.d"),
 		SandboxImage:        cfg.SandboxImage,
 		Snapshotter:         cfg.Snapshotter,
 		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
@@ -88,7 +90,7 @@ func (a *Agent) Components(sandbox []byte) []supervisor.Component {
 		Kubeconfig:  a.cfg.Creds.FlannelKubeconfig,
 		ClusterCIDR: a.cfg.ClusterCIDR,
 		Backend:     a.cfg.FlannelBackend,
-		ConfDir:     filepath.Join(a.cfg.agentDir(), "etc", "flannel"),
+		ConfDir:     filepath.Join(a.cfg.dirs().AgentEtc(), "flannel"),
 		RunDir:      filepath.Join(a.cfg.RunDir, "flannel"),
 		CNIConfDir:  a.containerd.CNIConfDir,
 	}, a.log.With("component", "flannel"))

@@ -24,14 +24,14 @@ func (a *Agent) imageImporter(ctrd *containerd.Containerd, sandbox []byte) super
 			return nil, err
 		}
 		defer cli.Close()
-		imp := images.New(cli, filepath.Join(a.cfg.agentDir(), "images.state.json"), a.log.With("component", "images"))
+		imp := images.New(cli, a.cfg.dirs().ImagesState(), a.log.With("component", "images"))
 		imp.Snapshotter = ctrd.Snapshotter()
 		if len(sandbox) > 0 {
 			if err := imp.ImportReader(ctx, "embedded sandbox image", bytes.NewReader(sandbox)); err != nil {
 				return nil, fmt.Errorf("sandbox image: %w", err)
 			}
 		}
-		dir := filepath.Join(a.cfg.agentDir(), "images")
+		dir := a.cfg.dirs().Images()
 		err = errors.Join(imp.ImportDir(ctx, dir), imp.ImportFiles(ctx, shipped(dir, a.cfg.ShippedImages)))
 		if err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("some image archives were not imported", "err", err)

@@ -96,7 +96,7 @@ func (a *Agent) kubeletArgs(configFile string) []string {
 // setupKubelet loads the generated configuration the way the kubelet command
 // does, and returns its blocking run function.
 func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, error) {
-	configFile := filepath.Join(a.cfg.agentDir(), "etc", "kubelet.yaml")
+	configFile := filepath.Join(a.cfg.dirs().AgentEtc(), "kubelet.yaml")
 	data, err := yaml.Marshal(a.kubeletConfig())
 	if err != nil {
 		return nil, err

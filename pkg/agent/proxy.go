@@ -33,7 +33,7 @@ func (a *Agent) proxyConfig() map[string]any {
 }
 
 func (a *Agent) setupProxy(ctx context.Context) (func(context.Context) error, error) {
-	configFile := filepath.Join(a.cfg.agentDir(), "etc", "kube-proxy.yaml")
+	configFile := filepath.Join(a.cfg.dirs().AgentEtc(), "kube-proxy.yaml")
 	data, err := yaml.Marshal(a.proxyConfig())
 	if err != nil {
 		return nil, err

@@ -3,11 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"net"
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -77,7 +77,7 @@ func runAgent(c *cli.Context) error {
 	log.Info("starting bramble agent", "server", serverURL, "node", nodeName, "ip", nodeIP, "data-dir", dataDir)
 	cc, creds, err := join.Ensure(ctx, join.Request{
 		Server: serverURL, Token: c.String("token"), NodeName: nodeName, NodeIP: nodeIP,
-		Dir: filepath.Join(dataDir, "agent"),
+		Dir: layout.New(dataDir).Agent(),
 	}, log)
 	if err != nil {
 		return err

@@ -126,7 +126,7 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 	}
 	cfg := nodeConfig(c, facts, sc.NodeName, nodeIP, sc.DataDir, cl)
 	var err error
-	cfg.Creds, err = cp.EnsureNodeCredentials(sc.NodeName, nodeIP, filepath.Join(sc.DataDir, "agent"))
+	cfg.Creds, err = cp.EnsureNodeCredentials(sc.NodeName, nodeIP, layout.New(sc.DataDir).Agent())
 	if err != nil {
 		return nil, fmt.Errorf("node credentials: %w", err)
 	}
@@ -136,7 +136,7 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 // announceNodeReady logs (and tells the service manager) once the node's
 // Ready condition is True: the moment scripts and systemd can rely on it.
 func announceNodeReady(ctx context.Context, log *slog.Logger, dataDir, nodeName string, start time.Time) {
-	kubeconfig := nodecreds.In(filepath.Join(dataDir, "agent")).KubeletKubeconfig
+	kubeconfig := nodecreds.In(layout.New(dataDir).Agent()).KubeletKubeconfig
 	if err := agent.WaitNodeReady(ctx, kubeconfig, nodeName); err != nil {
 		return
 	}
@@ -161,7 +161,7 @@ func binaryPath() string {
 // about missing bundled images.
 func missingImagesFix(dataDir string) string {
 	name := images.AirgapName(runtime.GOARCH)
-	where := filepath.Join(dataDir, "agent", "images") + "/"
+	where := layout.New(dataDir).Images() + "/"
 	if bin := binaryPath(); bin != "" {
 		where += " or next to " + bin
 	}
