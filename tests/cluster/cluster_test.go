@@ -284,7 +284,7 @@ func (e *env) plumberSpread(t *testing.T) {
 
 // podToPod: a pod on pi3 reaches a pod on pi2 over flannel's vxlan.
 func (e *env) podToPod(t *testing.T) {
-	const manifest = `apiVersion: v1
+	manifest := `apiVersion: v1
 kind: Namespace
 metadata: {name: e2e}
 ---
