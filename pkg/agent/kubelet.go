@@ -12,6 +12,7 @@ import (
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 	kubeletoptions "k8s.io/kubernetes/cmd/kubelet/app/options"
+	kubeletconfig "k8s.io/kubernetes/pkg/kubelet/apis/config"
 	kubeletconfigvalidation "k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
 	"k8s.io/kubernetes/pkg/kubelet/kubeletconfig/configfiles"
 	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
@@ -21,8 +22,12 @@ import (
 )
 
 // kubeletConfig is the KubeletConfiguration bramble generates.
-func (a *Agent) kubeletConfig() map[string]any {
+func (a *Agent) kubeletConfig() (map[string]any, error) {
 	c := a.cfg
+	registerTaints, err := taints(c.NodeTaints)
+	if err != nil {
+		return nil, err
+	}
 	conf := map[string]any{
 		"apiVersion":         "kubelet.config.k8s.io/v1beta1",
 		"kind":               "KubeletConfiguration",
@@ -57,24 +62,32 @@ func (a *Agent) kubeletConfig() map[string]any {
 		"imageGCHighThresholdPercent": 90,
 		"imageGCLowThresholdPercent":  80,
 		"nodeStatusReportFrequency":   "1m",
-		"registerWithTaints":          taints(c.NodeTaints),
+		"registerWithTaints":          registerTaints,
 		"logging":                     map[string]any{"format": "text"},
 	}
 	if c.RestrictOOMScoreAdj {
 		// Without CAP_SYS_RESOURCE a negative oom_score_adj cannot be set.
 		conf["oomScoreAdj"] = 0
 	}
-	return conf
+	return conf, nil
 }
 
-func taints(specs []string) []map[string]string {
+// taints parses --node-taint values, key[=value]:Effect, into the
+// KubeletConfiguration's registerWithTaints.
+func taints(specs []string) ([]map[string]string, error) {
 	out := []map[string]string{}
 	for _, s := range specs {
 		kv, effect, _ := strings.Cut(s, ":")
 		key, value, _ := strings.Cut(kv, "=")
+		switch {
+		case key == "":
+			return nil, fmt.Errorf("--node-taint %q: no key (want key=value:Effect)", s)
+		case effect != "NoSchedule" && effect != "PreferNoSchedule" && effect != "NoExecute":
+			return nil, fmt.Errorf("--node-taint %q: the effect must be NoSchedule, PreferNoSchedule or NoExecute (key=value:Effect)", s)
+		}
 		out = append(out, map[string]string{"key": key, "value": value, "effect": effect})
 	}
-	return out
+	return out, nil
 }
 
 func (a *Agent) kubeletArgs(configFile string) []string {
@@ -96,49 +109,12 @@ func (a *Agent) kubeletArgs(configFile string) []string {
 // setupKubelet loads the generated configuration the way the kubelet command
 // does, and returns its blocking run function.
 func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, error) {
-	configFile := filepath.Join(a.cfg.dirs().AgentEtc(), "kubelet.yaml")
-	data, err := yaml.Marshal(a.kubeletConfig())
+	flags, kc, err := a.kubeletSettings(ctx, filepath.Join(a.cfg.dirs().AgentEtc(), "kubelet.yaml"))
 	if err != nil {
-		return nil, err
-	}
-	if err := pki.WriteFile(configFile, data, 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(a.cfg.agentDir(), "pod-manifests"), 0o700); err != nil {
-		return nil, err
-	}
-	flags := kubeletoptions.NewKubeletFlags()
-	fs := pflag.NewFlagSet("kubelet", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	flags.AddFlags(fs)
-	if err := fs.Parse(a.kubeletArgs(configFile)); err != nil {
-		return nil, fmt.Errorf("kubelet arguments: %w", err)
-	}
-	if err := kubeletoptions.ValidateKubeletFlags(flags); err != nil {
-		return nil, fmt.Errorf("kubelet flags: %w", err)
-	}
-	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, configFile)
-	if err != nil {
-		return nil, err
-	}
-	kc, err := loader.Load(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("kubelet config %s: %w", configFile, err)
-	}
-	if len(a.cfg.KubeletArgs) > 0 {
-		// --kubelet-arg overrides both the flags and the generated config, as
-		// a command-line flag does for the kubelet itself.
-		extra := pflag.NewFlagSet("kubelet-arg", pflag.ContinueOnError)
-		extra.SetOutput(io.Discard)
-		flags.AddFlags(extra)
-		kubeletoptions.AddKubeletConfigFlags(extra, kc)
-		var args []string
-		for _, arg := range a.cfg.KubeletArgs {
-			args = append(args, "--"+strings.TrimPrefix(arg, "--"))
-		}
-		if err := extra.Parse(args); err != nil {
-			return nil, fmt.Errorf("--kubelet-arg: %w", err)
-		}
+		return nil, fmt.Errorf("kubelet static pod directory: %w", err)
 	}
 	// Feature gates are process-wide: pkg/process set the user's at start-up.
 	if err := kubeletconfigvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
@@ -152,4 +128,56 @@ func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, 
 	return func(ctx context.Context) error {
 		return kubeletapp.Run(ctx, srv, deps, utilfeature.DefaultFeatureGate)
 	}, nil
+}
+
+// kubeletSettings writes the generated KubeletConfiguration to configFile
+// and loads it with the kubelet's flags and --kubelet-arg, as the kubelet
+// command does. It changes nothing process-wide.
+func (a *Agent) kubeletSettings(ctx context.Context, configFile string) (*kubeletoptions.KubeletFlags, *kubeletconfig.KubeletConfiguration, error) {
+	conf, err := a.kubeletConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := yaml.Marshal(conf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet config: %w", err)
+	}
+	if err := pki.WriteFile(configFile, data, 0o600); err != nil {
+		return nil, nil, err
+	}
+	flags := kubeletoptions.NewKubeletFlags()
+	fs := pflag.NewFlagSet("kubelet", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	flags.AddFlags(fs)
+	if err := fs.Parse(a.kubeletArgs(configFile)); err != nil {
+		return nil, nil, fmt.Errorf("kubelet arguments: %w", err)
+	}
+	if err := kubeletoptions.ValidateKubeletFlags(flags); err != nil {
+		// What bramble passes the kubelet: the node's name, IP and labels.
+		return nil, nil, fmt.Errorf("kubelet flags from --node-name, --node-ip, --node-label: %w", err)
+	}
+	loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, configFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet config %s: %w", configFile, err)
+	}
+	kc, err := loader.Load(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet config %s: %w", configFile, err)
+	}
+	if len(a.cfg.KubeletArgs) > 0 {
+		// --kubelet-arg overrides both the flags and the generated config, as
+		// a command-line flag does for the kubelet itself.
+		extra := pflag.NewFlagSet("kubelet-arg", pflag.ContinueOnError)
+		extra.SetOutput(io.Discard)
+		flags.AddFlags(extra)
+		kubeletoptions.AddKubeletConfigFlags(extra, kc)
+		var args []string
+		for _, arg := range a.cfg.KubeletArgs {
+			args = append(args, "--"+strings.TrimPrefix(arg, "--"))
+		}
+		if err := extra.Parse(args); err != nil {
+			return nil, nil, fmt.Errorf("--kubelet-arg: %w", err)
+		}
+	}
+	return flags, kc, nil
 }

@@ -4,9 +4,11 @@
 // scripts/build-helpers.sh (make helpers) builds them from their Go modules and
 // packs them into assets/helpers-<GOARCH>.tar.zst, a deterministic
 // zstd-compressed tar, next to assets/helpers-<GOARCH>.tar.zst.sha256 (its
-// sha256 in hex). The embed_<arch>.go files embed the pair for the target
-// architecture; building with the tag bramble_nohelpers (or for another
-// architecture) leaves the archive empty and Extract returns ErrNoHelpers.
+// sha256 in hex). With the build tag bramble_assets (the Makefile sets it)
+// the embed_<arch>.go files embed the pair for the target architecture; a
+// build without the tag (plain `go build ./...` or `go test ./pkg/...` on a
+// fresh clone) or for another architecture leaves the archive empty and
+// Extract returns ErrNoHelpers.
 //
 // Extract unpacks the archive into <data-dir>/data/<hash>/bin, where <hash> is
 // the first 16 hex digits of the archive's sha256, and points
@@ -24,8 +26,8 @@ import (
 )
 
 // ErrNoHelpers is returned by Extract when this binary was built without the
-// helper archive (tag bramble_nohelpers, or an architecture it is not built for).
-var ErrNoHelpers = errors.New("bramble was built without the helper binaries archive (run make helpers)")
+// helper archive (no tag bramble_assets, or an architecture it is not built for).
+var ErrNoHelpers = errors.New("bramble was built without the helper binaries archive: build it with make (which embeds it with the tag bramble_assets)")
 
 // archiveSum returns the full hex sha256 of the embedded archive: the value the
 // build wrote next to it when it looks like one (no hashing at start: the Pi 3

@@ -50,13 +50,15 @@ func needArchive(t *testing.T) {
 	}
 }
 
-// recorder is a slog handler that keeps records at Info and above.
+// recorder is a slog handler that keeps records at min and above (Info
+// unless set).
 type recorder struct {
 	mu   sync.Mutex
+	min  slog.Level
 	msgs []string
 }
 
-func (r *recorder) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (r *recorder) Enabled(_ context.Context, l slog.Level) bool { return l >= r.min }
 func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -171,17 +173,17 @@ func TestExtract(t *testing.T) {
 
 	before, _ := os.Stat(filepath.Join(bin, "runc"))
 	start = time.Now()
+	rec.min = slog.LevelDebug
 	bin2, err := Extract(dir, log)
-	d := time.Since(start)
+	rec.min = slog.LevelInfo
 	if err != nil || bin2 != bin {
 		t.Fatalf("second Extract = %s, %v", bin2, err)
 	}
-	t.Logf("second Extract: %v", d)
-	if d > 100*time.Millisecond {
-		t.Errorf("second Extract took %v", d)
-	}
-	if msgs := rec.take(); len(msgs) != 0 {
-		t.Errorf("second Extract logged %q", msgs)
+	t.Logf("second Extract: %v", time.Since(start))
+	// The cheap path (a stat of each file against the manifest, no lock, no
+	// unpacking) is the one that says only this, at Debug.
+	if msgs := rec.take(); !slices.Equal(msgs, []string{"DEBUG helper binaries present"}) {
+		t.Errorf("second Extract logged %q, want only the cheap path's Debug line", msgs)
 	}
 	after, _ := os.Stat(filepath.Join(bin, "runc"))
 	if !os.SameFile(before, after) || !before.ModTime().Equal(after.ModTime()) {

@@ -1,4 +1,4 @@
-//go:build arm && !bramble_nohelpers
+//go:build bramble_assets && arm
 
 package bundle
 

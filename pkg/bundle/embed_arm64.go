@@ -1,4 +1,4 @@
-//go:build arm64 && !bramble_nohelpers
+//go:build bramble_assets && arm64
 
 package bundle
 

@@ -1,4 +1,4 @@
-//go:build bramble_nohelpers || !(amd64 || arm64 || arm)
+//go:build !bramble_assets || !(amd64 || arm64 || arm)
 
 package bundle
 

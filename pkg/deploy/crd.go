@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -91,4 +92,51 @@ func ensureCRD(ctx context.Context, cfg *rest.Config) error {
 func sameColumns(a, b *apiextensionsv1.CustomResourceDefinition) bool {
 	return len(a.Spec.Versions) == len(b.Spec.Versions) && len(a.Spec.Versions) > 0 &&
 		equality.Semantic.DeepEqual(a.Spec.Versions[0].AdditionalPrinterColumns, b.Spec.Versions[0].AdditionalPrinterColumns)
+}
+
+// crdGVR is where the CRDs a manifest applies are read back.
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// crdWait bounds the wait for freshly applied CRDs to be served.
+const crdWait = 30 * time.Second
+
+// crdNames are the names of the CustomResourceDefinitions among refs.
+func crdNames(refs []objRef) []string {
+	var names []string
+	for _, r := range refs {
+		if r.Kind == "CustomResourceDefinition" {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+// established reports whether a CRD (as read through the dynamic client)
+// has the condition Established=True: its kind is served.
+func established(crd *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == string(apiextensionsv1.Established) && m["status"] == string(apiextensionsv1.ConditionTrue) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitEstablished waits until every CRD named is established, for at most
+// crdWait in all; the caller retries what failed either way, and reports
+// what still fails.
+func (c *Controller) waitEstablished(ctx context.Context, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, crdWait)
+	defer cancel()
+	for _, name := range names {
+		_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			crd, err := c.dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+			return err == nil && established(crd), nil
+		})
+	}
 }

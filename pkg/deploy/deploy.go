@@ -353,8 +353,10 @@ func (c *Controller) applyAll(ctx context.Context, addon string, objs []*unstruc
 	pending := objs
 	for pass := 0; pass < 2 && len(pending) > 0; pass++ {
 		if pass > 0 {
+			// A kind the first pass did not know may be one a CRD it
+			// applied defines: wait until those are served, look again.
+			c.waitEstablished(ctx, crdNames(applied))
 			c.mapper.Reset()
-			time.Sleep(time.Second)
 		}
 		var retry []*unstructured.Unstructured
 		for _, o := range pending {

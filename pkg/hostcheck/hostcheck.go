@@ -24,6 +24,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/bramble-pi/bramble/pkg/mountinfo"
 )
 
 // Source is where DetectFrom reads the host's files: an fs.FS whose root is
@@ -175,16 +177,16 @@ func Detect() (Facts, error) {
 func DetectFrom(src Source) (Facts, error) {
 	var f Facts
 
-	mountinfo, err := fs.ReadFile(src, "proc/self/mountinfo")
+	raw, err := fs.ReadFile(src, "proc/self/mountinfo")
 	if err != nil {
 		return f, fmt.Errorf("read mount table: %w", err)
 	}
-	mounts, err := parseMountinfo(mountinfo)
+	mounts, err := mountinfo.Parse(raw)
 	if err != nil {
 		return f, fmt.Errorf("parse /proc/self/mountinfo: %w", err)
 	}
-	if root := findMount(mounts, "/"); root != nil {
-		f.RootShared = root.shared()
+	if root := mountinfo.Find(mounts, "/"); root != nil {
+		f.RootShared = root.Shared()
 	}
 
 	if err := f.detectCgroups(src, mounts); err != nil {
@@ -285,33 +287,21 @@ func (f Facts) Snapshotter() string {
 	return "native"
 }
 
-// Warnings lists conditions a node can run with but should log.
+// Warnings are the checks of Report that are not OK, in the report's words
+// (Check.Text): what a node that passed RequireNode logs at start.
 func (f Facts) Warnings() []string {
 	var w []string
-	if f.CgroupV1() {
-		w = append(w, "cgroup v1 host: the kubelet runs with failCgroupV1=false; Kubernetes deprecates v1, move to cgroup v2 (systemd.unified_cgroup_hierarchy=1) when you can")
-	}
-	if f.Cgroup != CgroupModeNone && !f.HasController("pids") {
-		w = append(w, "the pids cgroup controller is missing: pod PID limits are not enforced")
-	}
-	if f.Swap {
-		w = append(w, "swap is on: kubelet must run with failSwapOn=false and memory limits are less predictable")
-	}
-	if !f.OverlayFS && !f.OverlayModule {
-		w = append(w, "overlayfs is not available: containerd falls back to the native snapshotter (slower, uses more disk)")
-	}
-	if !f.BridgeNetfilter {
-		w = append(w, "net.bridge.bridge-nf-call-iptables is missing: load the br_netfilter module (modprobe br_netfilter) so Service traffic between pods on one node works")
-	}
-	if f.Iptables.Iptables == "" && f.Iptables.IptablesLegacy == "" && f.Iptables.IptablesNft == "" {
-		w = append(w, "no iptables command found: install the iptables package")
+	for _, c := range f.Report() {
+		if c.Status != OK {
+			w = append(w, c.Text())
+		}
 	}
 	return w
 }
 
 // ---- cgroups
 
-func (f *Facts) detectCgroups(src Source, mounts []mountInfo) error {
+func (f *Facts) detectCgroups(src Source, mounts []mountinfo.Mount) error {
 	kernel, err := readProcCgroups(src)
 	if err != nil {
 		return err
@@ -328,19 +318,19 @@ func (f *Facts) detectCgroups(src Source, mounts []mountInfo) error {
 	v1 := map[string]string{}
 	var v2Mounts []string
 	for _, m := range mounts {
-		if m.mountPoint != cgroupMountPoint && !strings.HasPrefix(m.mountPoint, cgroupMountPoint+"/") {
+		if m.MountPoint != cgroupMountPoint && !strings.HasPrefix(m.MountPoint, cgroupMountPoint+"/") {
 			continue
 		}
-		switch m.fsType {
+		switch m.FSType {
 		case "cgroup2":
-			v2Mounts = append(v2Mounts, m.mountPoint)
+			v2Mounts = append(v2Mounts, m.MountPoint)
 		case "cgroup":
-			for _, opt := range strings.Split(m.superOptions, ",") {
+			for _, opt := range strings.Split(m.SuperOptions, ",") {
 				if v1NotController(opt) || (strings.Contains(opt, "=") && !strings.HasPrefix(opt, "name=")) {
 					continue
 				}
 				if strings.HasPrefix(opt, "name=") || kernel.has(opt) || len(kernel) == 0 {
-					v1[opt] = m.mountPoint
+					v1[opt] = m.MountPoint
 				}
 			}
 		}

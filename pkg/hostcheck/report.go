@@ -44,7 +44,12 @@ type Check struct {
 // "[ok] name: detail", "[warn] name: detail[ -> fix: ...]" or
 // "[MISSING] name: detail -> fix: ...".
 func (c Check) String() string {
-	s := fmt.Sprintf("[%s] %s: %s", c.Status, c.Name, c.Detail)
+	return fmt.Sprintf("[%s] %s", c.Status, c.Text())
+}
+
+// Text is the check without its status: "name: detail[ -> fix: ...]".
+func (c Check) Text() string {
+	s := c.Name + ": " + c.Detail
 	if c.Fix != "" {
 		s += " -> fix: " + c.Fix
 	}
@@ -153,7 +158,7 @@ func (f Facts) Report() []Check {
 	if ipt.Nft != "" {
 		add("nftables", OK, ipt.Nft, "")
 	} else {
-		add("nftables", Warn, "no nft command (not needed by kube-proxy's iptables mode)", "")
+		add("nftables", OK, "no nft command (kube-proxy's iptables mode does not need it)", "")
 	}
 	if f.Swap {
 		add("swap", Warn, "on: kubelet runs with failSwapOn=false, memory limits are less predictable", "swapoff -a (and disable it at boot, e.g. dphys-swapfile on Raspberry Pi OS)")

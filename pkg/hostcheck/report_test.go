@@ -221,7 +221,7 @@ func TestFixBootCmdline(t *testing.T) {
 				}
 				entries, _ := os.ReadDir(filepath.Dir(file))
 				for _, e := range entries {
-					if strings.Contains(e.Name(), "bramble-tmp") {
+					if strings.Contains(e.Name(), ".tmp-") {
 						t.Errorf("temporary file left: %s", e.Name())
 					}
 				}

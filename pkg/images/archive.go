@@ -9,12 +9,13 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
+
+	"github.com/bramble-pi/bramble/pkg/atomicfile"
 )
 
 // Annotations naming an image in an OCI layout's index.json.
@@ -237,29 +238,8 @@ func (st *state) save(p string) error {
 	if err != nil {
 		return fmt.Errorf("encode image import state: %w", err)
 	}
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create image import state directory: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(p)+".*")
-	if err != nil {
-		return fmt.Errorf("write image import state: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write image import state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write image import state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write image import state: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return fmt.Errorf("write image import state: %w", err)
+	if err := atomicfile.Write(p, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("image import state: %w", err)
 	}
 	return nil
 }

@@ -6,16 +6,16 @@
 package mountns
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bramble-pi/bramble/pkg/mountinfo"
 )
 
 // marker is set in the environment of the re-executed process.
@@ -73,58 +73,23 @@ func Enter(pin string) error {
 
 // RootShared says whether / is a shared mount in this mount namespace.
 func RootShared() (bool, error) {
-	found := false
-	shared := false
-	err := eachMount(func(fields []string) bool {
-		if fields[4] == "/" {
-			found = true
-			shared = strings.Contains(strings.Join(fields[6:], " "), "shared:")
-			return false
-		}
-		return true
-	})
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return false, err
 	}
-	if !found {
+	root := mountinfo.Find(mounts, "/")
+	if root == nil {
 		return false, errors.New("/ not found in /proc/self/mountinfo")
 	}
-	return shared, nil
+	return root.Shared(), nil
 }
 
 // isNSFS says whether path is a bind-mounted namespace file.
 func isNSFS(path string) (bool, error) {
-	nsfs := false
-	err := eachMount(func(fields []string) bool {
-		if fields[4] != path {
-			return true
-		}
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) {
-				nsfs = fields[i+1] == "nsfs"
-			}
-		}
-		return true
-	})
-	return nsfs, err
-}
-
-func eachMount(fn func(fields []string) bool) error {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read()
 	if err != nil {
-		return fmt.Errorf("read mountinfo: %w", err)
+		return false, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 {
-			continue
-		}
-		if !fn(fields) {
-			break
-		}
-	}
-	return sc.Err()
+	m := mountinfo.Find(mounts, path)
+	return m != nil && m.FSType == "nsfs", nil
 }

@@ -1,4 +1,4 @@
-//go:build amd64
+//go:build bramble_assets && amd64
 
 package pause
 

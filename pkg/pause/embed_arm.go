@@ -1,4 +1,4 @@
-//go:build arm
+//go:build bramble_assets && arm
 
 package pause
 

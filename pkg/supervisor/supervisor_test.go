@@ -17,6 +17,10 @@ type fake struct {
 	mu     *sync.Mutex
 	runner Runner
 	die    chan error
+	// Optional behaviour for the edge cases.
+	initErr, startErr error
+	ready             func(ctx context.Context) error // nil: ready at once
+	stopHangs         bool                            // Stop waits for its deadline
 }
 
 func (f *fake) record(e string) {
@@ -27,10 +31,13 @@ func (f *fake) record(e string) {
 func (f *fake) Name() string { return f.name }
 func (f *fake) Init(context.Context) error {
 	f.record("init")
-	return nil
+	return f.initErr
 }
 func (f *fake) Start(ctx context.Context) error {
 	f.record("start")
+	if f.startErr != nil {
+		return f.startErr
+	}
 	f.runner.Go(ctx, func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
@@ -41,9 +48,19 @@ func (f *fake) Start(ctx context.Context) error {
 	})
 	return nil
 }
-func (f *fake) Ready(context.Context) error { f.record("ready"); return nil }
+func (f *fake) Ready(ctx context.Context) error {
+	f.record("ready")
+	if f.ready != nil {
+		return f.ready(ctx)
+	}
+	return nil
+}
 func (f *fake) Stop(ctx context.Context) error {
 	f.record("stop")
+	if f.stopHangs {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	return f.runner.Stop(ctx)
 }
 func (f *fake) Exited() <-chan error { return f.runner.Exited() }

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bramble-pi/bramble/pkg/atomicfile"
 )
 
 const (
@@ -227,18 +229,14 @@ func (c *Cluster) statePath() string { return filepath.Join(c.cfg.StateDir, "sta
 
 // save writes state.json atomically; callers hold c.mu or own c.
 func (c *Cluster) save() error {
-	if err := os.MkdirAll(c.cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
 	data, err := json.MarshalIndent(&c.st, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("encode cluster state: %w", err)
 	}
-	tmp := c.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("write cluster state: %w", err)
+	if err := atomicfile.Write(c.statePath(), data, 0o600); err != nil {
+		return fmt.Errorf("cluster state: %w", err)
 	}
-	return os.Rename(tmp, c.statePath())
+	return nil
 }
 
 func (c *Cluster) saveLocked() error {

@@ -29,6 +29,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 // ------------------------------------------------------------------ setup
@@ -139,9 +141,7 @@ func imageArchive(t testing.TB, name string) string {
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chroot, namespaces, mounts)")
-	}
+	testutil.NeedRoot(t, "chroot, namespaces, mounts")
 }
 
 // ------------------------------------------------------------------ archives

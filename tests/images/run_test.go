@@ -503,9 +503,7 @@ func TestTraefikVersion(t *testing.T) {
 // reap orphans re-parented to it and exit 0 on SIGTERM and SIGINT.
 func TestPause(t *testing.T) {
 	needRoot(t)
-	if _, err := exec.LookPath("nsenter"); err != nil {
-		t.Skip("nsenter (util-linux) missing")
-	}
+	testutil.NeedTools(t, "nsenter")
 	rootfs, c := unpackImage(t, "pause")
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 func script(t *testing.T) string {
@@ -39,13 +41,6 @@ func run(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-func TestShellcheck(t *testing.T) {
-	if _, err := exec.LookPath("shellcheck"); err != nil {
-		t.Skip("shellcheck not installed")
-	}
-	run(t, "shellcheck", "-s", "sh", script(t))
 }
 
 // standIn starts /bin/sh under the name prog (a symlink), running code with
@@ -130,14 +125,8 @@ func waitChildren(t *testing.T, pid, n int) []int {
 }
 
 func TestKillall(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, tool := range []string{"ip", "unshare", "iptables", "iptables-save", "mount", "umount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testutil.NeedRoot(t, "namespaces, mounts, iptables")
+	testutil.NeedTools(t, "ip", "unshare", "iptables", "iptables-save", "mount", "umount")
 	killall := script(t)
 
 	// The network namespace the whole test runs in.
@@ -326,9 +315,7 @@ if [ -e %[3]s ]; then echo "RUN DIR LEFT"; exit 1; fi
 // TestRefusesSystemDirs checks the guard against cleaning up "/" or "/run"
 // (with --check, so a broken guard cannot do harm).
 func TestRefusesSystemDirs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.NeedRoot(t, "the script refuses to run as another user")
 	if out, err := exec.Command("sh", script(t), "--check", "--data-dir", "/var/lib/bramble-x/", "--run-dir", "/run/bramble-x").CombinedOutput(); err != nil {
 		t.Fatalf("--check with good dirs: %v\n%s", err, out)
 	}

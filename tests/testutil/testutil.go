@@ -60,6 +60,36 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
+// SkipOrFail is the one skip policy of the integration tests: a test that
+// cannot run here (a missing tool, not root, ...) is skipped with why, and
+// `make test` counts and lists the skips; under CI (CI=true) it fails
+// instead, so a CI run never goes green by not running a test.
+func SkipOrFail(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: a test that cannot run fails)", why)
+	}
+	t.Skip(why)
+}
+
+// NeedTools calls SkipOrFail unless every named command is in PATH.
+func NeedTools(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err != nil {
+			SkipOrFail(t, name+" is not installed (scripts/deps.sh installs what the tests need)")
+		}
+	}
+}
+
+// NeedRoot calls SkipOrFail when not run as root.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, "needs root ("+why+")")
+	}
+}
+
 // FreePort returns a TCP port free on loopback right now.
 func FreePort(t testing.TB) int {
 	t.Helper()

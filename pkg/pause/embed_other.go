@@ -1,5 +1,0 @@
-//go:build !amd64 && !arm64 && !arm
-
-package pause
-
-var archive []byte
