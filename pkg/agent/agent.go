@@ -39,9 +39,28 @@ type Config struct {
 	KubeletArgs         []string // extra kubelet flags, name=value (--kubelet-arg)
 	Debug               bool
 	Creds               Credentials
+	// ImageServer is the bramble server the node pulls images through
+	// (https://<server>:6443, its registry on /v2/) before any registry;
+	// empty on the server's own node.
+	ImageServer string
 }
 
 func (c Config) agentDir() string { return filepath.Join(c.DataDir, "agent") }
+
+// ImagesDir is where image archives imported at every start are kept
+// (<data-dir>/agent/images).
+func ImagesDir(dataDir string) string { return filepath.Join(dataDir, "agent", "images") }
+
+// ImagesStateFile is what the image import remembers between starts.
+func ImagesStateFile(dataDir string) string {
+	return filepath.Join(dataDir, "agent", "images.state.json")
+}
+
+// ContainerdConfigDir holds containerd's generated config.toml (and the
+// user's config.toml.tmpl).
+func ContainerdConfigDir(dataDir string) string {
+	return filepath.Join(dataDir, "agent", "etc", "containerd")
+}
 
 // Agent is a prepared node.
 type Agent struct {
@@ -55,7 +74,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	ctrd := containerd.Config{
 		Root:                filepath.Join(cfg.agentDir(), "containerd"),
 		State:               filepath.Join(cfg.RunDir, "containerd"),
-		ConfigDir:           filepath.Join(cfg.agentDir(), "etc", "containerd"),
+		ConfigDir:           ContainerdConfigDir(cfg.DataDir),
 		BinDir:              cfg.BinDir,
 		CNIConfDir:          filepath.Join(cfg.agentDir(), "etc", "cni", "net.d"),
 		SandboxImage:        cfg.SandboxImage,
@@ -63,6 +82,10 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
 		SystemdCgroup:       cfg.CgroupDriver == "systemd",
 		Debug:               cfg.Debug,
+	}
+	if cfg.ImageServer != "" {
+		ctrd.Mirror = &containerd.Mirror{URL: cfg.ImageServer, CAFile: cfg.Creds.ServerCA,
+			CertFile: cfg.Creds.Cert(KubeletClient), KeyFile: cfg.Creds.Key(KubeletClient)}
 	}
 	return &Agent{cfg: cfg, log: log, containerd: ctrd}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/images"
@@ -23,14 +22,14 @@ func (a *Agent) imageImporter(ctrd *containerd.Containerd, sandbox []byte) super
 			return nil, err
 		}
 		defer cli.Close()
-		imp := images.New(cli, filepath.Join(a.cfg.agentDir(), "images.state.json"), a.log.With("component", "images"))
+		imp := images.New(cli, ImagesStateFile(a.cfg.DataDir), a.log.With("component", "images"))
 		imp.Snapshotter = ctrd.Snapshotter()
 		if len(sandbox) > 0 {
 			if err := imp.ImportReader(ctx, "embedded sandbox image", bytes.NewReader(sandbox)); err != nil {
 				return nil, fmt.Errorf("sandbox image: %w", err)
 			}
 		}
-		if err := imp.ImportDir(ctx, filepath.Join(a.cfg.agentDir(), "images")); err != nil && !errors.Is(err, context.Canceled) {
+		if err := imp.ImportDir(ctx, ImagesDir(a.cfg.DataDir)); err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("some image archives were not imported", "err", err)
 		}
 		return func(ctx context.Context) error { <-ctx.Done(); return nil }, nil
