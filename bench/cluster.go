@@ -131,7 +131,7 @@ func imagePull(ctx context.Context, c *cluster.Cluster, bin string, server, with
 	const name = "docker.io/bramble/plumber-pulled:bench"
 	src := filepath.Join(filepath.Dir(filepath.Dir(bin)), "dist", "images", runtime.GOARCH, "plumber-api.tar")
 	archive := filepath.Join(server.Dir, "plumber-pulled.tar")
-	if err := cluster.RetagArchive(src, archive, name); err != nil {
+	if err := cluster.RetagArchive(src, archive, name, nil); err != nil {
 		return fmt.Errorf("re-tag the Plumber image (make images): %w", err)
 	}
 	cs, err := c.Client()

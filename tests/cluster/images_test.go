@@ -18,7 +18,10 @@ import (
 
 // pulledImage is the busybox test image under a name no node has: only
 // `bramble images import` on the server brings it into the cluster.
-const pulledImage = "docker.io/bramble/regtest:pulled"
+const (
+	pulledImage = "docker.io/bramble/regtest:pulled"
+	pulledText  = "pulled through the server"
+)
 
 // imagesImport: an archive imported with `bramble images import` on the
 // server runs as a Deployment with a replica on every node; the agents,
@@ -28,7 +31,9 @@ func (e *env) imagesImport(t *testing.T) {
 	server := e.node("pi1")
 	archive := filepath.Join(server.Dir, "regtest.tar")
 	src := filepath.Join(testutil.RepoRoot(t), "dist", "images", testutil.Arch(), "busybox.tar")
-	if err := cluster.RetagArchive(src, archive, pulledImage); err != nil {
+	// One layer more than busybox, which every node has: the agents must
+	// fetch a layer, not only the manifest and config.
+	if err := cluster.RetagArchive(src, archive, pulledImage, map[string]string{"pulled.txt": pulledText + "\n"}); err != nil {
 		t.Fatal(err)
 	}
 	begin := time.Now()
@@ -70,7 +75,7 @@ spec:
       - name: sleep
         image: ` + pulledImage + `
         imagePullPolicy: IfNotPresent
-        command: [sleep, "3600"]
+        command: [sh, -c, "cat /pulled.txt && exec sleep 3600"]
 `
 	e.kubectl(t, manifest, "apply", "-f", "-")
 	e.kubectl(t, "", "-n", "pulled", "rollout", "status", "deployment/pulled", "--timeout=3m")
@@ -83,6 +88,9 @@ spec:
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp == nil && podReady(&p) {
 			on[p.Spec.NodeName] = true
+			if out := e.kubectl(t, "", "-n", "pulled", "logs", p.Name); out != pulledText {
+				t.Errorf("pod on %s printed %q, want the added layer's %q", p.Spec.NodeName, out, pulledText)
+			}
 		}
 	}
 	if !on["pi1"] || !on["pi2"] || !on["pi3"] {
