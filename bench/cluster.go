@@ -7,9 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/bramble-pi/bramble/tests/cluster"
 )
@@ -18,7 +23,8 @@ import (
 // machine (tests/cluster). Seconds from `bramble agent` start to its node
 // Ready: a first join that imports the air-gap images, a first join with
 // only the small test image, and a restart of a joined agent; then, after
-// idle, the memory of an agent (bramble + containerd) and its CPU while idle.
+// idle, the memory of an agent (bramble + containerd) and its CPU while idle;
+// last, an image imported on the server until it runs on both agents.
 func clusterScenario(bin string, idle time.Duration) error {
 	root := filepath.Dir(filepath.Dir(bin))
 	airgap := filepath.Join(root, "dist", "bramble-airgap-images-"+runtime.GOARCH+".tar.zst")
@@ -112,7 +118,109 @@ func clusterScenario(bin string, idle time.Duration) error {
 		fmt.Printf("agent idle resident, shared pages once:  %d MiB\n", u/1024)
 	}
 	fmt.Printf("agent idle CPU over %s:                 %5.1f %% of one core\n", idle, float64(cpu1-cpu0)/idle.Seconds())
+	return imagePull(ctx, c, bin, server, agent, small)
+}
+
+// imagePull: seconds from `bramble images import` of the Plumber image
+// under a new name on the server to a pod of it running on each agent,
+// pulled through the server's registry. withLayers imported the air-gap
+// archive (it holds the Plumber layers and fetches only the manifest and
+// config); bare did not (it fetches every layer, unless a bundled Plumber
+// replica ran there before: printed).
+func imagePull(ctx context.Context, c *cluster.Cluster, bin string, server, withLayers, bare *cluster.Node) error {
+	const name = "docker.io/bramble/plumber-pulled:bench"
+	src := filepath.Join(filepath.Dir(filepath.Dir(bin)), "dist", "images", runtime.GOARCH, "plumber-api.tar")
+	archive := filepath.Join(server.Dir, "plumber-pulled.tar")
+	if err := cluster.RetagArchive(src, archive, name, nil); err != nil {
+		return fmt.Errorf("re-tag the Plumber image (make images): %w", err)
+	}
+	cs, err := c.Client()
+	if err != nil {
+		return err
+	}
+	// The bundled Plumber image shares every layer with the new name.
+	had, err := hasImage(ctx, cs, "docker.io/bramble/plumber-api:1.0.0")
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	if out, err := c.InNode(server, bin, "images", "import", "--data-dir", server.DataDir(), archive).CombinedOutput(); err != nil {
+		return fmt.Errorf("bramble images import: %w\n%s", err, out)
+	}
+	fmt.Printf("bramble images import (Plumber, %d MiB): %6.2f s\n", fileMiB(archive), time.Since(begin).Seconds())
+	manifest := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: plumber-pulled, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: plumber-pulled}}
+  template:
+    metadata: {labels: {app: plumber-pulled}}
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions:
+              - {key: kubernetes.io/hostname, operator: In, values: [` + withLayers.NodeName + `, ` + bare.NodeName + `]}
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - topologyKey: kubernetes.io/hostname
+            labelSelector: {matchLabels: {app: plumber-pulled}}
+      containers:
+      - name: api
+        image: ` + name + `
+        imagePullPolicy: IfNotPresent
+`
+	apply := c.KubectlCmd(ctx, "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(manifest)
+	if out, err := apply.CombinedOutput(); err != nil {
+		return fmt.Errorf("apply: %w\n%s", err, out)
+	}
+	running := map[string]time.Duration{}
+	for len(running) < 2 {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=plumber-pulled"})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if _, ok := running[p.Spec.NodeName]; !ok && p.Status.Phase == corev1.PodRunning {
+				running[p.Spec.NodeName] = time.Since(begin)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("Plumber pods not running on both agents: %v", running)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for _, n := range []*cluster.Node{withLayers, bare} {
+		fmt.Printf("import to pod running on %s (had the layers: %-5v) %6.2f s\n", n.NodeName, had[n.NodeName], running[n.NodeName].Seconds())
+	}
 	return nil
+}
+
+// hasImage says, by node, whether its kubelet reports the image.
+func hasImage(ctx context.Context, cs *kubernetes.Clientset, image string) (map[string]bool, error) {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	has := map[string]bool{}
+	for _, n := range nodes.Items {
+		for _, img := range n.Status.Images {
+			has[n.Name] = has[n.Name] || slices.Contains(img.Names, image)
+		}
+	}
+	return has, nil
+}
+
+func fileMiB(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size() >> 20
 }
 
 // timeAgent starts bramble agent on n and prints the seconds to its node Ready.

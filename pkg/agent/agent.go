@@ -44,6 +44,10 @@ type Config struct {
 	ShippedImages []string
 	Debug         bool
 	Creds         nodecreds.Files
+	// ImageServer is the bramble server the node pulls images through
+	// (https://<server>:6443, its registry on /v2/) before any registry;
+	// empty on the server's own node.
+	ImageServer string
 }
 
 func (c Config) dirs() layout.Dirs { return layout.New(c.DataDir) }
@@ -61,7 +65,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	ctrd := containerd.Config{
 		Root:                cfg.dirs().ContainerdRoot(),
 		State:               filepath.Join(cfg.RunDir, "containerd"),
-		ConfigDir:           filepath.Join(cfg.dirs().AgentEtc(), "containerd"),
+		ConfigDir:           cfg.dirs().ContainerdConfig(),
 		BinDir:              cfg.BinDir,
 		CNIConfDir:          filepath.Join(cfg.dirs().AgentEtc(), "cni", "net.d"),
 		SandboxImage:        cfg.SandboxImage,
@@ -69,6 +73,10 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
 		SystemdCgroup:       cfg.CgroupDriver == "systemd",
 		Debug:               cfg.Debug,
+	}
+	if cfg.ImageServer != "" {
+		ctrd.Mirror = &containerd.Mirror{URL: cfg.ImageServer, CAFile: cfg.Creds.ServerCA,
+			CertFile: cfg.Creds.Cert(nodecreds.KubeletClient), KeyFile: cfg.Creds.Key(nodecreds.KubeletClient)}
 	}
 	return &Agent{cfg: cfg, log: log, containerd: ctrd}
 }

@@ -88,7 +88,8 @@ func runAgent(c *cli.Context) error {
 	}
 	cfg := nodeConfig(c, facts, nodeName, nodeIP, dataDir, cl)
 	cfg.Creds = creds
-	components, err := nodeParts(log, facts, cfg)
+	cfg.ImageServer = serverURL
+	_, components, err := nodeParts(log, facts, cfg)
 	if err != nil {
 		return err
 	}

@@ -98,17 +98,19 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 	}
 }
 
-// nodeParts unpacks the helper binaries and returns the node's components.
-func nodeParts(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) ([]supervisor.Component, error) {
+// nodeParts unpacks the helper binaries and returns the node and its
+// components.
+func nodeParts(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) (*agent.Agent, []supervisor.Component, error) {
 	for _, w := range facts.Warnings() {
 		log.Warn(w)
 	}
 	binDir, err := bundle.Extract(cfg.DataDir, log)
 	if err != nil {
-		return nil, fmt.Errorf("helper binaries: %w", err)
+		return nil, nil, fmt.Errorf("helper binaries: %w", err)
 	}
 	cfg.BinDir = binDir
-	return agent.New(cfg, log).Components(pause.Archive()), nil
+	node := agent.New(cfg, log)
+	return node, node.Components(pause.Archive()), nil
 }
 
 // nodeComponents prepares the server's own node.
@@ -130,7 +132,15 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 	if err != nil {
 		return nil, fmt.Errorf("node credentials: %w", err)
 	}
-	return nodeParts(log, facts, cfg)
+	node, parts, err := nodeParts(log, facts, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// The agents pull images through the server from this node's containerd.
+	if err := cp.ServeImages(node.ContainerdSocket()); err != nil {
+		return nil, err
+	}
+	return parts, nil
 }
 
 // announceNodeReady logs (and tells the service manager) once the node's

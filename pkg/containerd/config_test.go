@@ -76,7 +76,7 @@ func TestWriteConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := testConfig(t)
 			tt.change(&c)
-			if err := WriteConfig(c); err != nil {
+			if _, err := WriteConfig(c); err != nil {
 				t.Fatal(err)
 			}
 			raw, err := os.ReadFile(c.ConfigFile())
@@ -134,7 +134,7 @@ func TestWriteConfigTemplate(t *testing.T) {
 	}{
 		{"user template", "version = 3\nroot = \"{{.Root}}\"\n# mine\n", "# mine", ""},
 		{"unknown field", "root = \"{{.NoSuchField}}\"\n", "", "NoSuchField"},
-		{"bad syntax", "root = \"{{.Root\"\n", "", "containerd config template"},
+		{"bad syntax", "root = \"{{.Root\"\n", "", "containerd config.toml template"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,7 +145,7 @@ func TestWriteConfigTemplate(t *testing.T) {
 			if err := os.WriteFile(c.TemplateFile(), []byte(tt.tmpl), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			err := WriteConfig(c)
+			_, err := WriteConfig(c)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("WriteConfig = %v, want an error with %q", err, tt.wantErr)

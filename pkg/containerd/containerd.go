@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,7 +49,22 @@ func (c *Containerd) Init(context.Context) error {
 			c.cfg.Snapshotter = "native"
 		}
 	}
-	return WriteConfig(c.cfg)
+	custom, err := WriteConfig(c.cfg)
+	if err != nil {
+		return err
+	}
+	if custom && c.cfg.Mirror != nil && !configHasRegistryPath(c.cfg.ConfigFile()) {
+		c.log.Warn("config.toml.tmpl sets no registry config_path: this node cannot pull images through the server; add `config_path = \"{{.RegistryConfigPath}}\"` to the [plugins.\"io.containerd.cri.v1.images\".registry] table",
+			"template", c.cfg.TemplateFile())
+	}
+	return nil
+}
+
+// configHasRegistryPath says whether the rendered config mentions the
+// registry host configuration directory.
+func configHasRegistryPath(path string) bool {
+	data, err := os.ReadFile(path)
+	return err == nil && strings.Contains(string(data), "config_path")
 }
 
 // Snapshotter is the snapshotter in use (known after Init).

@@ -16,6 +16,7 @@
 package images
 
 import (
+	"archive/tar"
 	"bufio"
 	"compress/gzip"
 	"context"
@@ -369,6 +370,9 @@ func (im *Importer) importStream(ctx context.Context, r io.Reader) ([]string, er
 			criPinnedLabel: criPinnedLabelValue,
 		}),
 	)
+	if errors.Is(err, tar.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) || err != nil && strings.Contains(err.Error(), "unrecognized image format") {
+		return nil, fmt.Errorf("not an image archive, or a damaged one (want a docker save or OCI layout tar, optionally gzip or zstd compressed): %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}

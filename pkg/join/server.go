@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,13 @@ type Server struct {
 	issue      func(nodeName string, nodeIP net.IP) (nodecreds.Bundle, error)
 	log        *slog.Logger
 	client     atomic.Pointer[clientHolder]
+	mounts     []mount
+}
+
+// mount is another handler served on the same port (the image registry).
+type mount struct {
+	prefix  string
+	handler http.Handler
 }
 
 // NewServer returns the join handlers. tokens are the static tokens that
@@ -61,7 +69,14 @@ func (s *Server) kube() kubernetes.Interface {
 	return nil
 }
 
-// Wrap serves the join paths and hands every other request to next.
+// Mount serves every path below prefix with h, in front of the apiserver
+// like the join paths. Call it before the apiserver serves.
+func (s *Server) Mount(prefix string, h http.Handler) {
+	s.mounts = append(s.mounts, mount{prefix: prefix, handler: h})
+}
+
+// Wrap serves the join paths and the mounted handlers and hands every other
+// request to next.
 func (s *Server) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -71,6 +86,12 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 		case NodePath:
 			s.serveNode(w, r)
 		default:
+			for _, m := range s.mounts {
+				if strings.HasPrefix(r.URL.Path, m.prefix) {
+					m.handler.ServeHTTP(w, r)
+					return
+				}
+			}
 			next.ServeHTTP(w, r)
 		}
 	})

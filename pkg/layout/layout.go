@@ -74,3 +74,7 @@ func (d Dirs) DB() string { return filepath.Join(d.Server(), "db") }
 
 // KineSocket is where kine serves the etcd API.
 func (d Dirs) KineSocket() string { return filepath.Join(d.Server(), "kine.sock") }
+
+// ContainerdConfig holds containerd's generated config.toml (and the
+// user's config.toml.tmpl).
+func (d Dirs) ContainerdConfig() string { return filepath.Join(d.AgentEtc(), "containerd") }

@@ -3,8 +3,9 @@ package cluster_test
 // TestCluster builds one three-node bramble (server pi1, agents pi2 and pi3)
 // on this machine with the cluster harness and runs every multi-node check
 // on it: readiness, spreading, the ingress on every node, pod-to-pod over
-// vxlan, refused joins, an agent stopped and started again, and a server
-// restart under running agents. At the end the cluster is removed and the
+// vxlan, an image imported on the server pulled by the agents through the
+// server's registry, refused joins, an agent stopped and started again, and
+// a server restart under running agents. At the end the cluster is removed and the
 // test asserts nothing of it is left.
 
 import (
@@ -122,6 +123,8 @@ func TestCluster(t *testing.T) {
 	}{
 		{"PlumberSpread", e.plumberSpread},
 		{"PodToPodAcrossNodes", e.podToPod},
+		{"ImagesImportReachesAgents", e.imagesImport},
+		{"RegistryOnlyForNodes", e.registryAccess},
 		{"JoinRefused", e.joinRefused},
 		{"BareSecretJoinAndNameFreedByDelete", e.bareSecretJoin},
 		{"AgentStopAndRejoin", e.agentStopAndRejoin},

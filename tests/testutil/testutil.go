@@ -138,9 +138,9 @@ type Server struct {
 	// bin/bramble (e.g. "./bin/bramble"), from Dir.
 	Command string
 	Dir     string
-	cmd        *exec.Cmd
-	done       chan struct{}
-	Log        *SyncBuffer
+	cmd     *exec.Cmd
+	done    chan struct{}
+	Log     *SyncBuffer
 }
 
 // NewServer prepares a server in a fresh data dir on a free port. Extra args
