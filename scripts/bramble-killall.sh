@@ -1,7 +1,7 @@
 #!/bin/sh
 # bramble-killall.sh: stop everything a bramble node runs and remove what it
 # leaves behind in this network and mount namespace:
-#   - the bramble process (pidfile <run-dir>/bramble.pid, else by name),
+#   - the bramble server or agent of the data dir (found by its command line),
 #     containerd, and the containerd-shim-runc-v2 shims whose command line
 #     mentions the data dir or the run dir, with all their container processes;
 #   - mounts under the data dir, the run dir, <kubelet-dir>/pods and
@@ -176,20 +176,8 @@ for_data_dir() {
 	[ "$DATA_DIR" = /var/lib/bramble ]
 }
 
-# bramble_pids: the bramble process from the pidfile when it is alive, else
-# every bramble server or agent for DATA_DIR.
+# bramble_pids: every bramble server or agent for DATA_DIR.
 bramble_pids() {
-	pidfile="$RUN_DIR/bramble.pid"
-	if [ -r "$pidfile" ]; then
-		p="$(tr -dc '0-9' 2>/dev/null <"$pidfile")"
-		if [ -n "$p" ] && alive "$p"; then
-			a="$(tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | head -n 1)"
-			if [ "${a##*/}" = bramble ]; then
-				printf '%s\n' "$p"
-				return
-			fi
-		fi
-	fi
 	ps_list | while read -r p a rest; do
 		[ "${a##*/}" = bramble ] || continue
 		case " $rest" in
