@@ -3,7 +3,6 @@
 package agent
 
 import (
-	"fmt"
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"log/slog"
 	"net"
@@ -104,9 +103,4 @@ func (a *Agent) Components(sandbox []byte) []supervisor.Component {
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
 	return []supervisor.Component{ctrd, a.imageImporter(ctrd, sandbox), kubelet, fl, proxy}
-}
-
-// String describes the node for logs.
-func (a *Agent) String() string {
-	return fmt.Sprintf("node %s (%s)", a.cfg.NodeName, a.cfg.NodeIP)
 }

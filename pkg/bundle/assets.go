@@ -53,6 +53,3 @@ func Hash() string {
 	}
 	return s[:unpack.HashLen]
 }
-
-// ArchiveSize returns the size in bytes of the embedded compressed archive.
-func ArchiveSize() int { return len(archive) }

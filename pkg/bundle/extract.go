@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/unpack"
 )
 
@@ -35,7 +36,7 @@ func Verify(dataDir string) error {
 	if sum == "" {
 		return ErrNoHelpers
 	}
-	return unpack.Verify(filepath.Join(dataDir, "data"), sum)
+	return unpack.Verify(layout.New(dataDir).Data(), sum)
 }
 
 func extract(dataDir string, data []byte, sum string, log *slog.Logger) (string, error) {
@@ -45,7 +46,7 @@ func extract(dataDir string, data []byte, sum string, log *slog.Logger) (string,
 	if dataDir == "" {
 		return "", fmt.Errorf("%s: empty data dir", what)
 	}
-	dir, err := unpack.Install(filepath.Join(dataDir, "data"), unpack.Archive{Data: data, SHA256: sum, What: what}, log)
+	dir, err := unpack.Install(layout.New(dataDir).Data(), unpack.Archive{Data: data, SHA256: sum, What: what}, log)
 	if err != nil {
 		return "", err
 	}

@@ -60,7 +60,7 @@ func Unpack(payload unpack.Archive, dataDirs []string, stderr io.Writer) (string
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var errs []error
 	for _, d := range dataDirs {
-		base := filepath.Join(d, "data")
+		base := layout.New(d).Data()
 		done := slowNotice(stderr, payload, base)
 		dir, err := unpack.Install(base, payload, log)
 		done()

@@ -23,7 +23,6 @@ type ControlPlane struct {
 	log   *slog.Logger
 	paths Paths
 	creds *Credentials
-	token token.Token
 	join  *join.Server
 }
 
@@ -53,7 +52,7 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 		return nil, err
 	}
 	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
-	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, token: tok}
+	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds}
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
@@ -61,12 +60,6 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	cp.join = join.NewServer(creds.CABundle, clusterCfg, []token.Token{tok, agentTok}, cfg.NodeName, cp.IssueNode, log.With("component", "join"))
 	return cp, nil
 }
-
-// Credentials are the control plane's certificates and kubeconfigs.
-func (cp *ControlPlane) Credentials() *Credentials { return cp.creds }
-
-// Token is the server's join token.
-func (cp *ControlPlane) Token() token.Token { return cp.token }
 
 // Components are the datastore, apiserver, scheduler and controller-manager,
 // in start order. The admin kubeconfig is written once the apiserver is ready.
