@@ -30,6 +30,12 @@ func configFlag() cli.Flag {
 	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: layout.DefaultConfigFile, Usage: "YAML file whose keys are flag names", EnvVars: []string{"BRAMBLE_CONFIG_FILE"}}
 }
 
+// serverToolFlags are the flags of the commands that work on a server's data
+// dir (token, images), plus extra; they read the config file too.
+func serverToolFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{configFlag(), str("data-dir", layout.DefaultDataDir, "data directory of the server", "d")}, extra...)
+}
+
 // commonFlags are shared by every command that runs a node.
 func commonFlags() []cli.Flag {
 	return []cli.Flag{

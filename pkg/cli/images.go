@@ -18,9 +18,6 @@ import (
 )
 
 func imagesCommand() *cli.Command {
-	flags := func(extra ...cli.Flag) []cli.Flag {
-		return append([]cli.Flag{configFlag(), str("data-dir", layout.DefaultDataDir, "data directory of the server", "d")}, extra...)
-	}
 	return &cli.Command{
 		Name:  "images",
 		Usage: "make image archives available to every node; list images and the nodes that have them",
@@ -28,13 +25,13 @@ func imagesCommand() *cli.Command {
 			Name:      "import",
 			Usage:     "import image archives into the server's containerd (every node pulls them from the server) and keep them for the next start",
 			ArgsUsage: "FILE...",
-			Flags:     flags(boolean("debug", "log more")),
+			Flags:     serverToolFlags(boolean("debug", "log more")),
 			Before:    applyConfigFile,
 			Action:    importImages,
 		}, {
 			Name:   "ls",
 			Usage:  "list the server's images and the nodes that have each",
-			Flags:  flags(),
+			Flags:  serverToolFlags(),
 			Before: applyConfigFile,
 			Action: listImages,
 		}},
@@ -51,7 +48,7 @@ func importImages(c *cli.Context) error {
 		return err
 	}
 	defer client.Close()
-	snapshotter, err := containerd.ConfiguredSnapshotter(containerd.Config{ConfigDir: layout.New(dataDir).ContainerdConfig()}.ConfigFile())
+	snapshotter, err := nodeSnapshotter(dataDir)
 	if err != nil {
 		return fmt.Errorf("%w (has bramble run with this --data-dir?)", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/agent"
 	"github.com/bramble-pi/bramble/pkg/bundle"
+	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/images"
 	"github.com/bramble-pi/bramble/pkg/launcher"
@@ -152,6 +153,12 @@ func announceNodeReady(ctx context.Context, log *slog.Logger, dataDir, nodeName 
 	}
 	log.Info("node is Ready", "node", nodeName, "took", time.Since(start).Round(time.Millisecond))
 	notifyReady(log)
+}
+
+// nodeSnapshotter is the snapshotter the node's containerd unpacks images
+// for, read from the config.toml it runs with (generated or the user's).
+func nodeSnapshotter(dataDir string) (string, error) {
+	return containerd.ConfiguredSnapshotter(containerd.Config{ConfigDir: layout.New(dataDir).ContainerdConfig()}.ConfigFile())
 }
 
 // binaryPath is the bramble file the user runs: the release launcher when

@@ -64,7 +64,8 @@ func runServer(c *cli.Context) error {
 			return err
 		}
 		components = append(components, node...)
-		components = append(components, cp.AddonImageCheck(containerd.DefaultSocket, missingImagesFix(cfg.DataDir), log))
+		components = append(components, cp.AddonImageCheck(containerd.DefaultSocket,
+			func() (string, error) { return nodeSnapshotter(cfg.DataDir) }, missingImagesFix(cfg.DataDir), log))
 	}
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble server ready", "took", time.Since(start).Round(time.Millisecond), "node", runNode, "kubeconfig", cfg.KubeconfigPath)

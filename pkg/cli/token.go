@@ -16,16 +16,13 @@ import (
 )
 
 func tokenCommand() *cli.Command {
-	flags := func(extra ...cli.Flag) []cli.Flag {
-		return append([]cli.Flag{configFlag(), str("data-dir", layout.DefaultDataDir, "data directory of the server", "d")}, extra...)
-	}
 	return &cli.Command{
 		Name:  "token",
 		Usage: "show the server's join token; create, list and delete bootstrap tokens",
 		Subcommands: []*cli.Command{{
 			Name:   "show",
 			Usage:  "print the server token (to stdout only; it is never logged)",
-			Flags:  flags(),
+			Flags:  serverToolFlags(),
 			Before: applyConfigFile,
 			Action: func(c *cli.Context) error {
 				path := layout.New(c.String("data-dir")).Token()
@@ -39,7 +36,7 @@ func tokenCommand() *cli.Command {
 		}, {
 			Name:  "create",
 			Usage: "create a bootstrap token that joins agents until it expires",
-			Flags: flags(
+			Flags: serverToolFlags(
 				&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "lifetime (0: never expires)"},
 				&cli.StringFlag{Name: "description", Usage: "what the token is for"},
 			),
@@ -62,7 +59,7 @@ func tokenCommand() *cli.Command {
 		}, {
 			Name:   "list",
 			Usage:  "list bootstrap tokens (IDs, expiry, description; never secrets)",
-			Flags:  flags(),
+			Flags:  serverToolFlags(),
 			Before: applyConfigFile,
 			Action: func(c *cli.Context) error {
 				cs, _, err := adminClient(c.String("data-dir"))
@@ -92,7 +89,7 @@ func tokenCommand() *cli.Command {
 			Name:      "delete",
 			Usage:     "delete bootstrap tokens",
 			ArgsUsage: "<id or token>...",
-			Flags:     flags(),
+			Flags:     serverToolFlags(),
 			Before:    applyConfigFile,
 			Action: func(c *cli.Context) error {
 				if c.NArg() == 0 {

@@ -27,8 +27,9 @@ const addonImageRecheck = 30 * time.Second
 // node's containerd (nothing can pull them: they are on no registry). What
 // is missing is logged once, at warning level, with fix (where the tarball
 // that provides them goes), and recorded in each Addon's status; it checks
-// again until everything is there.
-func (cp *ControlPlane) AddonImageCheck(containerdSocket, fix string, log *slog.Logger) supervisor.Component {
+// again until everything is there. snapshotter says what the node's
+// containerd unpacks images for (read once containerd has started).
+func (cp *ControlPlane) AddonImageCheck(containerdSocket string, snapshotter func() (string, error), fix string, log *slog.Logger) supervisor.Component {
 	log = log.With("component", "addon-images")
 	return &supervisor.InProcess{ComponentName: "addon-images", StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
 		want, err := deploy.BundledImages(cp.deployConfig())
@@ -40,7 +41,7 @@ func (cp *ControlPlane) AddonImageCheck(containerdSocket, fix string, log *slog.
 				<-ctx.Done()
 				return nil
 			}
-			c := &addonImages{want: want, socket: containerdSocket, fix: fix, log: log, kubeconfig: cp.creds.AdminKubeconfig}
+			c := &addonImages{want: want, socket: containerdSocket, snapshotter: snapshotter, fix: fix, log: log, kubeconfig: cp.creds.AdminKubeconfig}
 			c.run(ctx)
 			return nil
 		}, nil
@@ -48,27 +49,29 @@ func (cp *ControlPlane) AddonImageCheck(containerdSocket, fix string, log *slog.
 }
 
 type addonImages struct {
-	want       map[string][]string
-	socket     string
-	fix        string
-	kubeconfig string
-	log        *slog.Logger
-	warned     bool
+	want        map[string][]string
+	socket      string
+	snapshotter func() (string, error)
+	fix         string
+	kubeconfig  string
+	log         *slog.Logger
+	warned      bool
 }
 
+// run checks until everything is present and recorded, then waits for ctx.
 func (c *addonImages) run(ctx context.Context) {
 	t := time.NewTicker(addonImageRecheck)
 	defer t.Stop()
 	var dyn dynamic.Interface
-	done := false
 	for {
-		if !done {
-			if dyn == nil {
-				if rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig); err == nil {
-					dyn, _ = dynamic.NewForConfig(rc)
-				}
+		if dyn == nil {
+			if rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig); err == nil {
+				dyn, _ = dynamic.NewForConfig(rc)
 			}
-			done = c.check(ctx, dyn)
+		}
+		if c.check(ctx, dyn) {
+			<-ctx.Done()
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -86,7 +89,13 @@ func (c *addonImages) check(ctx context.Context, dyn dynamic.Interface) bool {
 		return false
 	}
 	defer cli.Close()
+	snapshotter, err := c.snapshotter()
+	if err != nil {
+		c.log.Debug("cannot check add-on images", "err", err)
+		return false
+	}
 	im := images.New(cli, "", c.log)
+	im.Snapshotter = snapshotter
 	missingBy := map[string][]string{}
 	var all []string
 	for addon, refs := range c.want {
