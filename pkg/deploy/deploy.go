@@ -67,29 +67,18 @@ func WriteBundled(cfg Config) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", cfg.Dir, err)
 	}
-	entries, err := fs.ReadDir(cfg.Bundled, ".")
+	enabled, off, err := bundledAddons(cfg)
 	if err != nil {
-		return fmt.Errorf("bundled manifests: %w", err)
+		return err
 	}
-	disabled := map[string]bool{}
-	for _, d := range cfg.Disabled {
-		disabled[strings.TrimSpace(d)] = true
+	for _, name := range off {
+		if err := os.Remove(filepath.Join(cfg.Dir, name+".yaml")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove disabled add-on %s: %w", name, err)
+		}
 	}
-	known := map[string]bool{}
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".yaml") {
-			continue
-		}
-		name := strings.TrimSuffix(e.Name(), ".yaml")
-		known[name] = true
-		target := filepath.Join(cfg.Dir, e.Name())
-		if _, err := os.Stat(target + ".skip"); err == nil || disabled[name] {
-			if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("remove disabled add-on %s: %w", name, err)
-			}
-			continue
-		}
-		out, err := render(cfg, e.Name())
+	for _, name := range enabled {
+		target := filepath.Join(cfg.Dir, name+".yaml")
+		out, err := render(cfg, name+".yaml")
 		if err != nil {
 			return err
 		}
@@ -100,12 +89,41 @@ func WriteBundled(cfg Config) error {
 			return err
 		}
 	}
-	for name := range disabled {
-		if name != "" && !known[name] {
-			return fmt.Errorf("--disable %s: no bundled add-on of that name", name)
+	return nil
+}
+
+// bundledAddons splits the bundled add-ons (<name>.yaml in cfg.Bundled) into
+// the enabled ones and those turned off, by Disabled or by a
+// <name>.yaml.skip file in cfg.Dir. A Disabled name that is no bundled
+// add-on is an error.
+func bundledAddons(cfg Config) (enabled, off []string, err error) {
+	entries, err := fs.ReadDir(cfg.Bundled, ".")
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundled manifests: %w", err)
+	}
+	disabled := map[string]bool{}
+	for _, d := range cfg.Disabled {
+		disabled[strings.TrimSpace(d)] = true
+	}
+	known := map[string]bool{}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".yaml")
+		if !ok {
+			continue
+		}
+		known[name] = true
+		if _, err := os.Stat(filepath.Join(cfg.Dir, e.Name()+".skip")); err == nil || disabled[name] {
+			off = append(off, name)
+		} else {
+			enabled = append(enabled, name)
 		}
 	}
-	return nil
+	for name := range disabled {
+		if name != "" && !known[name] {
+			return nil, nil, fmt.Errorf("--disable %s: no bundled add-on of that name", name)
+		}
+	}
+	return enabled, off, nil
 }
 
 // render renders one bundled manifest with the cluster's values.

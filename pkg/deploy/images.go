@@ -3,9 +3,6 @@ package deploy
 import (
 	"context"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -19,30 +16,19 @@ import (
 // workloads run (containers and init containers of Pods and of the pod
 // templates of Deployments, DaemonSets, StatefulSets, Jobs and CronJobs).
 func BundledImages(cfg Config) (map[string][]string, error) {
-	entries, err := fs.ReadDir(cfg.Bundled, ".")
+	enabled, _, err := bundledAddons(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("bundled manifests: %w", err)
-	}
-	disabled := map[string]bool{}
-	for _, d := range cfg.Disabled {
-		disabled[strings.TrimSpace(d)] = true
+		return nil, err
 	}
 	out := map[string][]string{}
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".yaml")
-		if !ok || disabled[name] {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(cfg.Dir, e.Name()+".skip")); err == nil {
-			continue
-		}
-		data, err := render(cfg, e.Name())
+	for _, name := range enabled {
+		data, err := render(cfg, name+".yaml")
 		if err != nil {
 			return nil, err
 		}
 		objs, err := decode(data)
 		if err != nil {
-			return nil, fmt.Errorf("bundled manifest %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("bundled manifest %s.yaml: %w", name, err)
 		}
 		var imgs []string
 		for _, o := range objs {
