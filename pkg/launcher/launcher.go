@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -40,7 +39,7 @@ func Exec(payload unpack.Archive, argv, env []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if self, err := os.Executable(); err == nil && !hasEnv(env, ExecutableEnv) {
+	if self, err := os.Executable(); err == nil && (layout.Lookup{Env: env}).Getenv(ExecutableEnv) == "" {
 		env = append(env, ExecutableEnv+"="+self)
 	}
 	if err := syscall.Exec(bin, argv, env); err != nil {
@@ -121,13 +120,4 @@ func userCacheDir(getenv func(string) string) string {
 		return filepath.Join(h, ".cache", binName)
 	}
 	return ""
-}
-
-func hasEnv(env []string, name string) bool {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, name+"=") {
-			return true
-		}
-	}
-	return false
 }

@@ -5,7 +5,6 @@ package addons
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,20 +144,10 @@ func loop(t *testing.T, url string, during func()) int {
 	return int(failed.Load())
 }
 
-var client = &http.Client{Timeout: 10 * time.Second}
-
-func get(url string) (int, string) {
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
+var get = testutil.Get
 
 func post(url string) (int, string) {
-	resp, err := client.Post(url, "text/plain", nil)
+	resp, err := testutil.HTTPClient.Post(url, "text/plain", nil)
 	if err != nil {
 		return 0, fmt.Sprint(err)
 	}

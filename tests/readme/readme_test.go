@@ -7,17 +7,15 @@ package readme
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bramble-pi/bramble/pkg/images"
 	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
@@ -73,7 +71,7 @@ func TestReadmeServer(t *testing.T) {
 	t.Logf("apiserver ready %.1f s after start", time.Since(begin).Seconds())
 
 	testutil.WaitFor(t, 5*time.Minute, "odd from http://localhost/parity?int=15", func() bool {
-		code, body := get("http://localhost/parity?int=15")
+		code, body := testutil.Get("http://localhost/parity?int=15")
 		return code == 200 && strings.TrimSpace(body) == "odd"
 	})
 	t.Logf("first odd %.1f s after `./bin/bramble server`", time.Since(begin).Seconds())
@@ -122,16 +120,13 @@ func TestMissingImagesWarning(t *testing.T) {
 	s.Start()
 	s.WaitReady(3 * time.Minute)
 	const image = "docker.io/bramble/coredns:"
-	name := "bramble-airgap-images-" + map[string]string{"arm": "armhf"}[testutil.Arch()]
-	if name == "bramble-airgap-images-" {
-		name += testutil.Arch()
-	}
+	name := images.AirgapName(testutil.Arch())
 	var status string
 	testutil.WaitFor(t, 2*time.Minute, "the coredns Addon records its missing image", func() bool {
 		status, _ = s.Kubectl("-n", "kube-system", "get", "addon", "coredns", "-o", "jsonpath={.status.images}")
 		return strings.HasPrefix(status, "missing: "+image)
 	})
-	if !strings.Contains(status, name+".tar.zst") || !strings.Contains(status, filepath.Join(s.DataDir, "agent", "images")) {
+	if !strings.Contains(status, name) || !strings.Contains(status, filepath.Join(s.DataDir, "agent", "images")) {
 		t.Errorf("Addon status does not say where the tarball goes: %q", status)
 	}
 	log := s.Log.String()
@@ -145,7 +140,7 @@ func TestMissingImagesWarning(t *testing.T) {
 		}
 	}
 	t.Logf("warning: %s", warning)
-	for _, want := range []string{"WARN", image, name + ".tar.zst", filepath.Join(s.DataDir, "agent", "images"), "bramble images import"} {
+	for _, want := range []string{"WARN", image, name, filepath.Join(s.DataDir, "agent", "images"), "bramble images import"} {
 		if !strings.Contains(warning, want) {
 			t.Errorf("the warning lacks %q", want)
 		}
@@ -154,18 +149,4 @@ func TestMissingImagesWarning(t *testing.T) {
 	if out := s.MustKubectl("-n", "kube-system", "get", "addons"); !strings.Contains(out, "IMAGES") || !strings.Contains(out, "missing: "+image) {
 		t.Errorf("kubectl get addons does not show the missing image:\n%s", out)
 	}
-}
-
-func get(url string) (int, string) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return 0, "timeout"
-		}
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }

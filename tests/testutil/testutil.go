@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -370,4 +371,19 @@ func Killall(t testing.TB, dataDir string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("bramble-killall.sh: %v\n%s", err, out)
 	}
+}
+
+// HTTPClient is a plain HTTP client for the tests' requests to workloads.
+var HTTPClient = &http.Client{Timeout: 10 * time.Second}
+
+// Get fetches url and returns the status and body; a transport error is
+// status 0 with the error as the body.
+func Get(url string) (int, string) {
+	resp, err := HTTPClient.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
