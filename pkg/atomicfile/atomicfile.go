@@ -4,7 +4,9 @@
 package atomicfile
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,6 +18,12 @@ import (
 // created with mode 0700 when missing. On error path is left as it was and
 // no temporary file remains.
 func Write(path string, data []byte, perm fs.FileMode) error {
+	return WriteFrom(path, bytes.NewReader(data), perm)
+}
+
+// WriteFrom is Write for contents read from r (a large file is streamed,
+// not held in memory).
+func WriteFrom(path string, r io.Reader, perm fs.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
@@ -25,7 +33,7 @@ func Write(path string, data []byte, perm fs.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if err := writeSync(tmp, data, perm); err != nil {
+	if err := writeSync(tmp, r, perm); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
@@ -37,11 +45,11 @@ func Write(path string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
-// writeSync sets the mode of f, writes data, flushes and closes it.
-func writeSync(f *os.File, data []byte, perm fs.FileMode) error {
+// writeSync sets the mode of f, copies r into it, flushes and closes it.
+func writeSync(f *os.File, r io.Reader, perm fs.FileMode) error {
 	err := f.Chmod(perm)
 	if err == nil {
-		_, err = f.Write(data)
+		_, err = io.Copy(f, r)
 	}
 	if err == nil {
 		err = f.Sync()

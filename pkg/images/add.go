@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/distribution/reference"
+
+	"github.com/bramble-pi/bramble/pkg/atomicfile"
 )
 
 // ErrNotRunning means containerd does not answer at its socket.
@@ -78,13 +79,9 @@ func (im *Importer) Add(ctx context.Context, src, dir string) ([]string, error) 
 	return names, st.save(im.statePath)
 }
 
-// copyInto copies src to dst through a hidden temporary file in dst's
-// directory (ImportDir never sees a partial archive); src already at dst
-// is left as it is.
+// copyInto copies src to dst atomically (ImportDir never sees a partial
+// archive); src already at dst is left as it is.
 func copyInto(src, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(dst), err)
-	}
 	sfi, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -97,24 +94,8 @@ func copyInto(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
-	}
-	defer os.Remove(out.Name()) // no-op after the rename
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy to %s: %w", dst, err)
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return fmt.Errorf("copy to %s: %w", dst, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
-	}
-	if err := os.Rename(out.Name(), dst); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+	if err := atomicfile.WriteFrom(dst, in, 0o600); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	return nil
 }
