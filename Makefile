@@ -57,7 +57,8 @@ bin/bramble: $(GO_SOURCES) $(EMBEDDED)
 	@mkdir -p bin
 	go build -ldflags "$(LDFLAGS)" -o $@.tmp ./cmd/bramble
 	@mv $@.tmp $@
-	@for l in kubectl crictl ctr containerd; do ln -sf bramble bin/$$l; done
+	@for l in kubectl crictl ctr; do ln -sf bramble bin/$$l; done
+	@rm -f bin/containerd # bramble no longer answers as containerd (its own binary is in the helper bundle)
 
 deps:
 	@scripts/deps.sh

@@ -1,7 +1,8 @@
-# Helper executables containerd execs (runc, containerd-shim-runc-v2, CNI
-# plugins) and crictl, built from their Go modules by scripts/build-helpers.sh
-# and packed into pkg/bundle/assets/helpers-$(ARCH).tar.zst (+ .sha256), which
-# pkg/bundle embeds. Included from the top-level Makefile: the archive is added
+# bramble's containerd (cmd/containerd), the helper executables it execs
+# (runc, containerd-shim-runc-v2, CNI plugins) and crictl, built from their
+# Go modules by scripts/build-helpers.sh and packed into
+# pkg/bundle/assets/helpers-$(ARCH).tar.zst (+ .sha256), which pkg/bundle
+# embeds. Included from the top-level Makefile: the archive is added
 # to EMBEDDED, so bin/bramble depends on it. Versions come from the script and
 # can be overridden from the environment (CRICTL_VERSION=v1.34.0 make helpers;
 # see the script's header).
@@ -32,9 +33,9 @@ EMBEDDED += $(HELPERS_ARCHIVE) $(HELPERS_ARCHIVE).sha256
 
 .PHONY: helpers helpers-all helpers-clean helpers-distclean
 
-# Rebuilt when missing or when the script, this file or go.mod (the
-# containerd version the shim follows) changed.
-$(HELPERS_ARCHIVE) $(HELPERS_ARCHIVE).sha256 &: $(HELPERS_SCRIPT) $(HELPERS_MK) go.mod
+# Rebuilt when missing or when the script, this file, go.mod/go.sum (the
+# containerd version the shim follows) or cmd/containerd changed.
+$(HELPERS_ARCHIVE) $(HELPERS_ARCHIVE).sha256 &: $(HELPERS_SCRIPT) $(HELPERS_MK) go.mod go.sum $(wildcard cmd/containerd/*.go)
 	@$(call HELPERS_RUN,$(ARCH))
 
 helpers:

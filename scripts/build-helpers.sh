@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# build-helpers.sh: build the helper executables containerd must exec (runc,
-# containerd-shim-runc-v2 and the CNI plugins), plus crictl, from their Go
-# modules and pack them into one deterministic, zstd-compressed tar that
-# pkg/bundle embeds.
+# build-helpers.sh: build bramble's containerd (cmd/containerd, from this
+# repository's module: the plugin set bramble uses), the helper executables
+# containerd must exec (runc, containerd-shim-runc-v2 and the CNI plugins),
+# plus crictl, from their Go modules and pack them into one deterministic,
+# zstd-compressed tar that pkg/bundle embeds.
 #
 # Usage: scripts/build-helpers.sh [-a ARCH] [-o OUT]
 #
@@ -30,7 +31,7 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.36.0}"
 # The shim must match the containerd bramble links in: read it from go.mod.
 CONTAINERD_DEFAULT_VERSION="v2.4.2"
 CNI_PLUGINS="${CNI_PLUGINS:-bridge host-local loopback portmap bandwidth firewall}"
-REQUIRED_BINS="runc containerd-shim-runc-v2 bridge host-local loopback portmap crictl"
+REQUIRED_BINS="containerd runc containerd-shim-runc-v2 bridge host-local loopback portmap crictl"
 ZSTD_LEVEL="${ZSTD_LEVEL:-19}"
 SECCOMP="${SECCOMP:-auto}"
 CACHE_DIR="${CACHE_DIR:-/var/cache/bramble-build}"
@@ -169,6 +170,9 @@ fi
 RUNC_TAGS="netgo osusergo urfave_cli_no_docs"
 [ "$USE_SECCOMP" = yes ] && RUNC_TAGS="seccomp $RUNC_TAGS"
 SHIM_TAGS="urfave_cli_no_docs no_grpc osusergo netgo static_build"
+CONTAINERD_TAGS="urfave_cli_no_docs osusergo netgo static_build"
+# containerd is built from this repository: its source and module versions.
+CONTAINERD_SRC_SHA="$(cat "$ROOT"/cmd/containerd/*.go "$ROOT/go.mod" "$ROOT/go.sum" | sha)"
 # Not urfave_cli_no_docs: crictl's completion command needs the fish generator.
 CRICTL_LDFLAGS="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 
@@ -178,9 +182,10 @@ component_key() {
 }
 RUNC_KEY="$(component_key runc "$RUNC_VERSION" "$RUNC_TAGS" "$CC_VERSION" "$SECCOMP_VERSION")"
 SHIM_KEY="$(component_key shim "$CONTAINERD_VERSION" "$SHIM_TAGS")"
+CONTAINERD_KEY="$(component_key containerd "$CONTAINERD_VERSION" "$CONTAINERD_TAGS" "$CONTAINERD_SRC_SHA")"
 CNI_KEY="$(component_key cni "$CNI_PLUGINS_VERSION" "$CNI_PLUGINS")"
 CRICTL_KEY="$(component_key crictl "$CRICTL_VERSION" "$CRICTL_LDFLAGS")"
-ARCHIVE_KEY="$(printf '%s\n' "$RUNC_KEY" "$SHIM_KEY" "$CNI_KEY" "$CRICTL_KEY" "$ZSTD_LEVEL" | sha)"
+ARCHIVE_KEY="$(printf '%s\n' "$CONTAINERD_KEY" "$RUNC_KEY" "$SHIM_KEY" "$CNI_KEY" "$CRICTL_KEY" "$ZSTD_LEVEL" | sha)"
 
 mkdir -p "$HCACHE/archives" "$HCACHE/bin/$ARCH" "$HCACHE/mod" "$HCACHE/tmp"
 # Serialise concurrent runs (different ARCHes share the module dirs).
@@ -336,6 +341,16 @@ build_shim() {
 		-o "$1/containerd-shim-runc-v2" "$pkg/cmd/containerd-shim-runc-v2")
 }
 
+# bramble's containerd: cmd/containerd in this repository's module, so the
+# versions are go.sum's (the ones bramble's client code links) and the Go
+# build cache is shared with bin/bramble's.
+build_containerd() {
+	local pkg=github.com/containerd/containerd/v2
+	(cd "$ROOT" && CGO_ENABLED=0 go build -mod=readonly -trimpath -tags "$CONTAINERD_TAGS" \
+		-ldflags "-s -w -X $pkg/version.Version=$CONTAINERD_VERSION -X $pkg/version.Package=$pkg" \
+		-o "$1/containerd" ./cmd/containerd)
+}
+
 cni_pkg() {
 	case "$1" in
 	host-local | static | dhcp) echo "plugins/ipam/$1" ;;
@@ -363,6 +378,7 @@ build_crictl() {
 		-o "$1/crictl" "$mod/cmd/crictl")
 }
 
+CONTAINERD_DIR="$(build_component "containerd-$CONTAINERD_VERSION" "$CONTAINERD_KEY" build_containerd)"
 RUNC_DIR="$(build_component "runc-$RUNC_VERSION" "$RUNC_KEY" build_runc)"
 SHIM_DIR="$(build_component "shim-$CONTAINERD_VERSION" "$SHIM_KEY" build_shim)"
 CNI_DIR="$(build_component "cni-$CNI_PLUGINS_VERSION" "$CNI_KEY" build_cni)"
@@ -371,13 +387,14 @@ CRICTL_DIR="$(build_component "crictl-$CRICTL_VERSION" "$CRICTL_KEY" build_crict
 STAGE="$(mktemp -d "$HCACHE/tmp/stage.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
 mkdir "$STAGE/bin"
-cp "$RUNC_DIR/runc" "$SHIM_DIR/containerd-shim-runc-v2" "$CRICTL_DIR/crictl" "$STAGE/bin/"
+cp "$CONTAINERD_DIR/containerd" "$RUNC_DIR/runc" "$SHIM_DIR/containerd-shim-runc-v2" "$CRICTL_DIR/crictl" "$STAGE/bin/"
 for p in $CNI_PLUGINS; do cp "$CNI_DIR/$p" "$STAGE/bin/"; done
 for b in $REQUIRED_BINS; do [ -f "$STAGE/bin/$b" ] || die "bin/$b missing"; done
 chmod 0755 "$STAGE/bin" "$STAGE"/bin/*
 
 # Smoke-test what this machine can run.
 if [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ]; then
+	"$STAGE/bin/containerd" --version >/dev/null || die "containerd does not run"
 	"$STAGE/bin/runc" --version >/dev/null || die "runc does not run"
 	"$STAGE/bin/containerd-shim-runc-v2" -v >/dev/null || die "shim does not run"
 	CNI_COMMAND=VERSION "$STAGE/bin/bridge" </dev/null >/dev/null || die "bridge does not run"

@@ -24,14 +24,8 @@ func Main(argv []string) int {
 		return kubectl.Main(argv[1:])
 	case "ctr":
 		return containerd.CtrMain(argv)
-	case "containerd":
-		return containerd.Main(argv)
 	case "crictl":
 		return crictlMain(argv)
-	}
-	// containerd is bramble re-executed; its flags are containerd's own.
-	if len(argv) > 1 && argv[1] == "containerd" {
-		return containerd.Main(argv[1:])
 	}
 	app := newApp(os.Stdout, os.Stderr)
 	if err := app.Run(argv); err != nil {

@@ -1,6 +1,6 @@
-// Package containerd runs containerd v2 as a child process of bramble (the
-// same binary, re-executed as `bramble containerd`), with a generated
-// configuration, and reports when its CRI service answers.
+// Package containerd runs containerd v2 as a child process of bramble (its
+// own small executable from the helper bundle, built from cmd/containerd),
+// with a generated configuration, and reports when its CRI service answers.
 package containerd
 
 import (
@@ -70,17 +70,17 @@ func configHasRegistryPath(path string) bool {
 // Snapshotter is the snapshotter in use (known after Init).
 func (c *Containerd) Snapshotter() string { return c.cfg.Snapshotter }
 
-// Start launches `bramble containerd`.
+// Start launches the helper bundle's containerd.
 func (c *Containerd) Start(context.Context) error {
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
+	bin := filepath.Join(c.cfg.BinDir, "containerd")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("containerd executable (from the helper bundle): %w", err)
 	}
 	logf, err := os.OpenFile(c.cfg.LogFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open containerd log: %w", err)
 	}
-	c.cmd = exec.Command(self, "containerd", "--config", c.cfg.ConfigFile())
+	c.cmd = exec.Command(bin, "--config", c.cfg.ConfigFile())
 	c.cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	// containerd dies with bramble; the shims (and so the pods) survive both.

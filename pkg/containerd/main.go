@@ -5,21 +5,10 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containerd/containerd/v2/cmd/containerd/command"
 	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
 
 	"github.com/bramble-pi/bramble/pkg/layout"
 )
-
-// Main runs containerd itself; bramble re-executes itself as
-// `bramble containerd --config ...` so containerd is a child process.
-func Main(argv []string) int {
-	if err := command.App().Run(context.Background(), argv); err != nil {
-		fmt.Fprintln(os.Stderr, "containerd:", err)
-		return 1
-	}
-	return 0
-}
 
 // DefaultSocket is the node's containerd socket (see Config.Socket).
 const DefaultSocket = layout.ContainerdSocket

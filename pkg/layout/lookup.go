@@ -127,7 +127,7 @@ func flagValue(argv []string, name, short string) (string, bool) {
 
 func isTool(s string) bool {
 	switch s {
-	case "kubectl", "crictl", "ctr", "containerd":
+	case "kubectl", "crictl", "ctr":
 		return true
 	}
 	return false

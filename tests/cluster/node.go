@@ -399,12 +399,13 @@ func (n *Node) LogTail(max int) string {
 	return string(b)
 }
 
-// ContainerdPID finds the node's containerd (bramble's child).
+// ContainerdPID finds the node's containerd (bramble's child, the helper
+// bundle's containerd executable).
 func (n *Node) ContainerdPID() int {
 	for _, pid := range descendants(n.Process.PID) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		args := strings.Split(string(cmdline), "\x00")
-		if len(args) > 1 && args[1] == "containerd" {
+		if filepath.Base(args[0]) == "containerd" {
 			return pid
 		}
 	}

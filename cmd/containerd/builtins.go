@@ -1,6 +1,6 @@
-package containerd
+package main
 
-// The containerd plugins bramble's embedded containerd carries: the core
+// The containerd plugins bramble's containerd carries: the core
 // services, the CRI plugin, overlayfs and native snapshotters and the runc v2
 // runtime. Left out to keep the binary small: btrfs, devmapper, zfs, erofs,
 // blockfile, tracing.
