@@ -42,6 +42,7 @@ type Config struct {
 	// air-gap tarball beside it), imported like <data-dir>/agent/images.
 	ShippedImages []string
 	Debug         bool
+	Profiling     bool // containerd serves its Go profiles (--debug-pprof)
 	Creds         nodecreds.Files
 	// ImageServer is the bramble server the node pulls images through
 	// (https://<server>:6443, its registry on /v2/) before any registry;
@@ -72,6 +73,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
 		SystemdCgroup:       cfg.CgroupDriver == "systemd",
 		Debug:               cfg.Debug,
+		Profiling:           cfg.Profiling,
 	}
 	if cfg.ImageServer != "" {
 		ctrd.Mirror = &containerd.Mirror{URL: cfg.ImageServer, CAFile: cfg.Creds.ServerCA,
@@ -83,11 +85,22 @@ func New(cfg Config, log *slog.Logger) *Agent {
 // ContainerdSocket is where the node's containerd listens.
 func (a *Agent) ContainerdSocket() string { return a.containerd.Socket() }
 
-// Components are the node's parts in start order: containerd, the image
-// import (sandbox is the embedded pause image archive), kubelet, flannel,
-// kube-proxy.
+// Components are the node's parts in start order: Runtime, then Kube.
 func (a *Agent) Components(sandbox []byte) []supervisor.Component {
+	return append(a.Runtime(sandbox), a.Kube()...)
+}
+
+// Runtime are the parts that need no apiserver: containerd and the image
+// import (sandbox is the embedded pause image archive). A server starts
+// them alongside its control plane.
+func (a *Agent) Runtime(sandbox []byte) []supervisor.Component {
 	ctrd := containerd.New(a.containerd, a.log.With("component", "containerd"))
+	return []supervisor.Component{ctrd, a.imageImporter(ctrd, sandbox)}
+}
+
+// Kube are the parts that talk to the apiserver: kubelet, flannel,
+// kube-proxy.
+func (a *Agent) Kube() []supervisor.Component {
 	// The kubelet and kube-proxy do not return when cancelled; their
 	// goroutines end with the process. The pods keep running either way.
 	kubelet := &supervisor.InProcess{ComponentName: "kubelet", Setup: a.setupKubelet, StopWait: time.Second}
@@ -102,5 +115,5 @@ func (a *Agent) Components(sandbox []byte) []supervisor.Component {
 		CNIConfDir:  a.containerd.CNIConfDir,
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
-	return []supervisor.Component{ctrd, a.imageImporter(ctrd, sandbox), kubelet, fl, proxy}
+	return []supervisor.Component{kubelet, fl, proxy}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
@@ -72,6 +73,9 @@ func runAgent(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if err := serveProfiles(ctx, c, log); err != nil {
+		return err
+	}
 
 	start := time.Now()
 	log.Info("starting bramble agent", "server", serverURL, "node", nodeName, "ip", nodeIP, "data-dir", dataDir)
@@ -89,10 +93,11 @@ func runAgent(c *cli.Context) error {
 	cfg := nodeConfig(c, facts, nodeName, nodeIP, dataDir, cl)
 	cfg.Creds = creds
 	cfg.ImageServer = serverURL
-	_, components, err := nodeParts(log, facts, cfg)
+	node, err := newNode(log, facts, cfg)
 	if err != nil {
 		return err
 	}
+	components := node.Components(pause.Archive())
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble agent ready", "took", time.Since(start).Round(time.Millisecond), "node", nodeName)
 		go announceNodeReady(ctx, log, dataDir, nodeName, start)

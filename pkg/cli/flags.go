@@ -41,6 +41,7 @@ func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		configFlag(),
 		boolean("debug", "log everything, including the Kubernetes components' info lines"),
+		str("debug-pprof", "", "serve Go profiles on this loopback host:port (e.g. 127.0.0.1:6060; containerd's on its debug.sock)"),
 		str("data-dir", layout.DefaultDataDir, "directory for state, certificates and the datastore", "d"),
 		str("node-name", "", "node name (default: the hostname)"),
 		str("token", "", "shared secret used to join nodes", "t"),

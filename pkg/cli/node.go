@@ -23,7 +23,6 @@ import (
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/server"
-	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
 // RunDir holds sockets and state that must not outlive a reboot.
@@ -96,26 +95,25 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		ProxyMode:           "iptables",
 		FlannelBackend:      cl.flannelBackend,
 		Debug:               c.Bool("debug"),
+		Profiling:           c.String("debug-pprof") != "",
 	}
 }
 
-// nodeParts unpacks the helper binaries and returns the node and its
-// components.
-func nodeParts(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) (*agent.Agent, []supervisor.Component, error) {
+// newNode unpacks the helper binaries and returns the node.
+func newNode(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) (*agent.Agent, error) {
 	for _, w := range facts.Warnings() {
 		log.Warn(w)
 	}
 	binDir, err := bundle.Extract(cfg.DataDir, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("helper binaries: %w", err)
+		return nil, fmt.Errorf("helper binaries: %w", err)
 	}
 	cfg.BinDir = binDir
-	node := agent.New(cfg, log)
-	return node, node.Components(pause.Archive()), nil
+	return agent.New(cfg, log), nil
 }
 
-// nodeComponents prepares the server's own node.
-func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc server.Config, cp *server.ControlPlane) ([]supervisor.Component, error) {
+// serverNode prepares the server's own node.
+func serverNode(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc server.Config, cp *server.ControlPlane) (*agent.Agent, error) {
 	if sc.BindAddress.IsLoopback() {
 		log.Warn("--bind-address is a loopback address: pods cannot reach the apiserver through the kubernetes Service", "bind-address", sc.BindAddress)
 	}
@@ -133,7 +131,7 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 	if err != nil {
 		return nil, fmt.Errorf("node credentials: %w", err)
 	}
-	node, parts, err := nodeParts(log, facts, cfg)
+	node, err := newNode(log, facts, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +139,7 @@ func nodeComponents(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc 
 	if err := cp.ServeImages(node.ContainerdSocket()); err != nil {
 		return nil, err
 	}
-	return parts, nil
+	return node, nil
 }
 
 // announceNodeReady logs (and tells the service manager) once the node's

@@ -17,6 +17,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/server"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
@@ -51,6 +52,9 @@ func runServer(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if err := serveProfiles(ctx, c, log); err != nil {
+		return err
+	}
 
 	start := time.Now()
 	cp, err := server.Prepare(cfg, log)
@@ -59,11 +63,15 @@ func runServer(c *cli.Context) error {
 	}
 	components := cp.Components()
 	if runNode {
-		node, err := nodeComponents(c, log, facts, cfg, cp)
+		node, err := serverNode(c, log, facts, cfg, cp)
 		if err != nil {
 			return err
 		}
-		components = append(components, node...)
+		// containerd and the image import need no apiserver: they start
+		// alongside the control plane, and the kubelet waits for both.
+		runtime := supervisor.NewBackground("container runtime", node.Runtime(pause.Archive())...)
+		components = append(append([]supervisor.Component{runtime}, components...), runtime.Wait())
+		components = append(components, node.Kube()...)
 		components = append(components, cp.AddonImageCheck(containerd.DefaultSocket,
 			func() (string, error) { return nodeSnapshotter(cfg.DataDir) }, missingImagesFix(cfg.DataDir), log))
 	}

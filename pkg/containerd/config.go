@@ -26,6 +26,8 @@ type Config struct {
 	RestrictOOMScoreAdj bool
 	SystemdCgroup       bool
 	Debug               bool
+	// Profiling serves containerd's Go profiles on DebugSocket.
+	Profiling bool
 	// Mirror, when set, is tried before every registry (agents: the
 	// bramble server's registry).
 	Mirror *Mirror
@@ -59,6 +61,10 @@ func (c Config) DefaultHostsFile() string {
 // TemplateFile, when present, is rendered instead of the built-in template.
 func (c Config) TemplateFile() string { return filepath.Join(c.ConfigDir, "config.toml.tmpl") }
 
+// DebugSocket serves containerd's /debug/pprof/ when Profiling is set:
+// curl --unix-socket <it> http://localhost/debug/pprof/heap.
+func (c Config) DebugSocket() string { return filepath.Join(c.State, "debug.sock") }
+
 // LogFile receives containerd's output.
 func (c Config) LogFile() string { return filepath.Join(c.Root, "containerd.log") }
 
@@ -71,7 +77,8 @@ state = "{{.State}}"
   address = "{{.Socket}}"
 
 [debug]
-  level = "{{if .Debug}}debug{{else}}warn{{end}}"
+  level = "{{if .Debug}}debug{{else}}warn{{end}}"{{if .Profiling}}
+  address = "{{.DebugSocket}}"{{end}}
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "{{.Snapshotter}}"

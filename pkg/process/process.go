@@ -16,6 +16,7 @@
 //     rest.Config, which wins over the default.
 //   - NODE_NAME: flannel's kube subnet manager reads the node's name from
 //     the environment; one process runs one node.
+//   - The Go garbage collector (GOGC, the soft memory limit): runtime.go.
 package process
 
 import (
@@ -42,6 +43,7 @@ type Settings struct {
 
 // Setup applies the settings. Call it once, before starting components.
 func Setup(s Settings, log *slog.Logger) error {
+	TuneRuntime(log)
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 	gates, err := FeatureGates(s.KubeletArgs)
 	if err != nil {

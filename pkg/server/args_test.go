@@ -139,7 +139,7 @@ func TestControllerManagerArgs(t *testing.T) {
 	args := cp.controllerManagerArgs()
 	tls := filepath.Join(cp.cfg.DataDir, "server", "tls")
 	checkFlags(t, args, map[string][]string{
-		"allocate-node-cidrs":                            {"true"}, // flannel leases the node's podCIDR
+		"allocate-node-cidrs":                            {"false"}, // bramble's node-ipam component allocates
 		"cluster-cidr":                                   {"10.100.0.0/16"},
 		"service-cluster-ip-range":                       {"10.43.0.0/16"},
 		"leader-elect":                                   {"false"},

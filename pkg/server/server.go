@@ -76,7 +76,7 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap)
-	return []supervisor.Component{ds, api, cp.joinComponent(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
+	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
 		cp.deployController(cp.log.With("component", "deploy"))}
 }
 
@@ -170,7 +170,8 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--profiling=false",
-		"--allocate-node-cidrs=true",
+		// Node pod CIDRs come from bramble's own node-ipam component.
+		"--allocate-node-cidrs=false",
 		"--cluster-cidr=" + c.ClusterCIDR.String(),
 		"--service-cluster-ip-range=" + c.ServiceCIDR.String(),
 		"--root-ca-file=" + cr.ServerCA,
@@ -186,6 +187,10 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		"--cluster-signing-legacy-unknown-cert-file=" + cr.ServerCA,
 		"--cluster-signing-legacy-unknown-key-file=" + keyOf(cr.ServerCA),
 		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
+		// Controllers with no work on a Pi cluster, and memory to save: the
+		// admission policy type checker (5 MiB of OpenAPI schemas) and DRA
+		// device taints.
+		"--controllers=*,-validatingadmissionpolicy-status-controller,-device-taint-eviction-controller",
 	}
 }
 

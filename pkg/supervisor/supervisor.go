@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/pprof"
 	"time"
 )
 
@@ -72,11 +73,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	runErr := func() error {
 		for _, c := range s.components {
 			begin := time.Now()
-			if err := c.Init(runCtx); err != nil {
-				return fmt.Errorf("%s: init: %w", c.Name(), err)
-			}
-			if err := c.Start(runCtx); err != nil {
-				return fmt.Errorf("%s: start: %w", c.Name(), err)
+			if err := initAndStart(runCtx, c); err != nil {
+				return err
 			}
 			started = append(started, c)
 			go watch(c, exits)
@@ -104,6 +102,22 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	cancel()
 	s.stop(started)
 	return runErr
+}
+
+// initAndStart runs Init and Start with the goroutine label component=<name>,
+// which every goroutine the component starts inherits: CPU profiles
+// (--debug-pprof) then split by component.
+func initAndStart(ctx context.Context, c Component) (err error) {
+	pprof.Do(ctx, pprof.Labels("component", c.Name()), func(ctx context.Context) {
+		if err = c.Init(ctx); err != nil {
+			err = fmt.Errorf("%s: init: %w", c.Name(), err)
+			return
+		}
+		if err = c.Start(ctx); err != nil {
+			err = fmt.Errorf("%s: start: %w", c.Name(), err)
+		}
+	})
+	return err
 }
 
 func watch(c Component, exits chan<- exit) {

@@ -1,0 +1,63 @@
+package process
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"golang.org/x/sys/unix"
+)
+
+// The Go runtime's garbage collector settings, chosen by measurement (bench
+// node scenario, docs/footprint.md): a lower GOGC than Go's 100 keeps the
+// idle heap of the Kubernetes components smaller for a little more CPU, and
+// a soft memory limit derived from the machine's RAM makes the collector
+// work harder before a small Pi runs out of memory. GOGC and GOMEMLIMIT in
+// the environment win over both.
+const (
+	defaultGCPercent = 50
+	// memLimitShare is the share of RAM the soft limit allows.
+	memLimitShare = 4 // a quarter
+	minMemLimit   = 192 << 20
+	maxMemLimit   = 1 << 30
+)
+
+// Runtime are the Go runtime settings TuneRuntime applied.
+type Runtime struct {
+	GCPercent int
+	MemLimit  int64 // bytes; 0 = left as set in the environment
+}
+
+// TuneRuntime sets GOGC and the soft memory limit unless the environment
+// sets them.
+func TuneRuntime(log *slog.Logger) Runtime {
+	r := Runtime{GCPercent: -2}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+		r.GCPercent = defaultGCPercent
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if ram, err := totalRAM(); err == nil {
+			r.MemLimit = MemLimitFor(ram)
+			debug.SetMemoryLimit(r.MemLimit)
+		} else {
+			log.Debug("no memory limit set", "err", err)
+		}
+	}
+	log.Debug("Go runtime", "gogc", r.GCPercent, "memlimit-mib", r.MemLimit>>20)
+	return r
+}
+
+// MemLimitFor is the soft memory limit for a machine with ram bytes.
+func MemLimitFor(ram uint64) int64 {
+	return int64(min(max(ram/memLimitShare, minMemLimit), maxMemLimit))
+}
+
+func totalRAM() (uint64, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, fmt.Errorf("sysinfo: %w", err)
+	}
+	return uint64(si.Totalram) * uint64(si.Unit), nil
+}
