@@ -84,8 +84,9 @@ func controlPlane(bin string, idle time.Duration) error {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd     *exec.Cmd
+	done    chan struct{}
+	started time.Time // just before the process was started
 }
 
 func start(bin string, args []string) (*proc, error) {
@@ -96,10 +97,11 @@ func start(bin string, args []string) (*proc, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
+	p := &proc{cmd: cmd, done: make(chan struct{}), started: started}
 	go func() { _ = cmd.Wait(); log.Close(); os.Remove(log.Name()); close(p.done) }()
 	return p, nil
 }
