@@ -69,8 +69,16 @@ func churn(bin string, _ time.Duration) error {
 		started := time.Now()
 		patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`,
 			started.Format(time.RFC3339Nano))
-		if _, err := deployments.Patch(context.Background(), "churn", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			return fmt.Errorf("rollout %d: %w", i, err)
+		// A few tries: one failed request should not end a run of hours.
+		for try := 1; ; try++ {
+			_, err := deployments.Patch(context.Background(), "churn", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+			if err == nil {
+				break
+			}
+			if try == 5 {
+				return fmt.Errorf("rollout %d: %w", i, err)
+			}
+			time.Sleep(2 * time.Second)
 		}
 		wctx, wcancel := context.WithTimeout(context.Background(), churnTimeout)
 		if poll(wctx, func() bool { return rolledOut(wctx, cs) }) != nil {
