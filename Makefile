@@ -108,8 +108,10 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	GOBIN='$(dir $@)' go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# All scenarios but churn (SQLite after 1440 rollouts: hours), run apart.
 bench: build
 	go run ./bench
+	@echo 'bench: churn (the SQLite file after a day of rollouts, time compressed) takes hours: go run ./bench -only churn'
 
 clean:
 	rm -rf bin dist

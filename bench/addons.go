@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // addons: seconds from `bramble server` start (README's path: the air-gap
@@ -43,22 +46,50 @@ func addons(bin string, idle time.Duration) error {
 		return fmt.Errorf("no odd through the ingress: %w", err)
 	}
 	fmt.Printf("first odd through Traefik:   %6.2f s after start (README path, fresh data dir, load %s)\n", time.Since(begin).Seconds(), loadavg())
+
+	// The goal's bundle has 3 Plumber replicas: the manifest's default.
+	cs, err := waitClient(ctx, n.kubeconfig)
+	if err != nil {
+		return err
+	}
+	var replicas int32
+	if err := poll(ctx, func() bool {
+		d, err := cs.AppsV1().Deployments("plumber").Get(ctx, "plumber-api", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		replicas = *d.Spec.Replicas
+		return replicas >= 3 && d.Status.ReadyReplicas == replicas
+	}); err != nil {
+		return fmt.Errorf("3 Plumber replicas ready: %w", err)
+	}
+	fmt.Printf("%d Plumber replicas ready:     %6.2f s after start\n", replicas, time.Since(begin).Seconds())
 	fmt.Printf("idling %s ...\n", idle)
 	time.Sleep(idle)
-	pids := append([]int{p.cmd.Process.Pid}, containerdPID(data))
-	pids = append(pids, shimTrees()...)
+	cd := containerdPID(data)
+	pids := append([]int{p.cmd.Process.Pid}, cd)
+	pids = append(pids, shimTrees(containerdSocket(cd))...)
 	rss := 0
 	for _, pid := range pids {
 		rss += smapsRollup(pid)["Rss"]
 	}
-	fmt.Printf("RSS bramble+containerd+pods: %d MiB (%d processes)\n", rss/1024, len(pids))
+	running := map[string]int{}
+	if pods, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{}); err == nil {
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running[p.Namespace]++
+			}
+		}
+	}
+	load := record("bundle-rss", fmt.Sprintf("%d MiB (%d Plumber)", rss/1024, replicas))
+	fmt.Printf("RSS bramble+containerd+pods: %d MiB (%d processes; pods Running by namespace: %v), load %s\n", rss/1024, len(pids), running, load)
 	return nil
 }
 
-// shimTrees lists the containerd shims and all their descendants.
-func shimTrees() []int {
+// shimTrees lists the containerd shims serving the containerd at socket
+// (all shims when "") and all their descendants.
+func shimTrees(socket string) []int {
 	parent := map[int]int{}
-	var shims []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -74,10 +105,8 @@ func shimTrees() []int {
 		if len(fields) > 1 {
 			parent[pid], _ = strconv.Atoi(fields[1])
 		}
-		if comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); strings.HasPrefix(string(comm), "containerd-shim") {
-			shims = append(shims, pid)
-		}
 	}
+	shims := containerdShims(socket)
 	in := map[int]bool{}
 	for _, s := range shims {
 		in[s] = true

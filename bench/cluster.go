@@ -100,7 +100,11 @@ func clusterScenario(bin string, idle time.Duration) error {
 
 	fmt.Printf("idling %s ...\n", idle)
 	pids := []int{agent.Process.PID}
-	if p := agent.ContainerdPID(); p > 0 {
+	// containerdPID knows containerd both built into bramble and as its own
+	// executable under the data dir.
+	if p := containerdPID(agent.DataDir()); p > 0 {
+		pids = append(pids, p)
+	} else if p := agent.ContainerdPID(); p > 0 {
 		pids = append(pids, p)
 	}
 	cpu0 := ticks(pids)
@@ -113,7 +117,15 @@ func clusterScenario(bin string, idle time.Duration) error {
 		rss, pss, anon = rss+r["Rss"], pss+r["Pss"], anon+r["Anonymous"]
 		fmt.Printf("agent idle %-11s                  RSS %d MiB (anonymous %d MiB, file %d MiB)\n", names[i]+":", r["Rss"]/1024, r["Anonymous"]/1024, (r["Rss"]-r["Anonymous"])/1024)
 	}
-	fmt.Printf("agent idle memory bramble+containerd:   RSS %d MiB, PSS %d MiB, anonymous %d MiB\n", rss/1024, pss/1024, anon/1024)
+	after := ""
+	if idle != 3*time.Minute {
+		after = fmt.Sprintf(" (after %s)", idle)
+	}
+	load := record("agent-rss", fmt.Sprintf("%d MiB%s", rss/1024, after))
+	fmt.Printf("agent idle memory bramble+containerd:   RSS %d MiB, PSS %d MiB, anonymous %d MiB, load %s\n", rss/1024, pss/1024, anon/1024, load)
+	if len(pids) < 2 {
+		fmt.Println("  (no containerd process found: bramble alone)")
+	}
 	if u, err := residentUnionKiB(pids); err == nil {
 		fmt.Printf("agent idle resident, shared pages once:  %d MiB\n", u/1024)
 	}

@@ -20,10 +20,20 @@ import (
 	"time"
 )
 
+// scenarioFigures are the goal rows (results.go) each scenario measures.
+var scenarioFigures = map[string][]string{
+	"node":    {"server-pss", "server-anon", "server-cpu", "server-writes", "start-ready", "restart-ready"},
+	"addons":  {"bundle-rss"},
+	"cluster": {"agent-rss"},
+	"churn":   {"churn-sqlite"},
+}
+
 func main() {
 	idle := flag.Duration("idle", 3*time.Minute, "idle time before memory and CPU are read (the control plane scenario idles at most 60 s)")
-	only := flag.String("only", "", "run only this scenario")
+	only := flag.String("only", "", "run only this scenario (controlplane, node, addons, cluster, churn)")
 	bin := flag.String("bin", "bin/bramble", "bramble binary")
+	flag.IntVar(&churnRollouts, "churn-rollouts", 1440, "churn: rollouts of the Deployment (1440 = one a minute for 24 h)")
+	flag.DurationVar(&churnInterval, "churn-interval", 5*time.Second, "churn: time between rollout starts (1m: real time, uncompressed)")
 	flag.Parse()
 	*bin, _ = filepath.Abs(*bin)
 	scenarios := map[string]func(string, time.Duration) error{
@@ -31,16 +41,41 @@ func main() {
 		"node":         node,
 		"addons":       addons,
 		"cluster":      clusterScenario,
+		"churn":        churn,
 	}
-	for _, name := range []string{"controlplane", "node", "addons", "cluster"} {
-		if *only != "" && *only != name {
-			continue
+	if _, ok := scenarios[*only]; *only != "" && !ok {
+		fmt.Fprintf(os.Stderr, "bench: no scenario %q\n", *only)
+		os.Exit(2)
+	}
+	notRun := map[string]string{}
+	failed := false
+	// churn takes hours (1440 rollouts): only with -only churn.
+	for _, name := range []string{"controlplane", "node", "addons", "cluster", "churn"} {
+		why := ""
+		switch {
+		case failed:
+			why = "an earlier scenario failed"
+		case *only != "" && *only != name:
+			why = "not run: -only " + *only
+		case *only == "" && name == "churn":
+			why = "takes hours: go run ./bench -only churn"
 		}
-		fmt.Printf("== %s\n", name)
-		if err := scenarios[name](*bin, *idle); err != nil {
-			fmt.Fprintf(os.Stderr, "bench %s: %v\n", name, err)
-			os.Exit(1)
+		if why == "" {
+			fmt.Printf("== %s\n", name)
+			if err := scenarios[name](*bin, *idle); err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", name, err)
+				failed, why = true, "scenario "+name+" failed"
+			}
 		}
+		for _, key := range scenarioFigures[name] {
+			if _, ok := results[key]; !ok && why != "" {
+				notRun[key] = why
+			}
+		}
+	}
+	printSummary(notRun)
+	if failed {
+		os.Exit(1)
 	}
 }
 
@@ -84,8 +119,9 @@ func controlPlane(bin string, idle time.Duration) error {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd     *exec.Cmd
+	done    chan struct{}
+	started time.Time // just before the process was started
 }
 
 func start(bin string, args []string) (*proc, error) {
@@ -96,10 +132,11 @@ func start(bin string, args []string) (*proc, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
+	p := &proc{cmd: cmd, done: make(chan struct{}), started: started}
 	go func() { _ = cmd.Wait(); log.Close(); os.Remove(log.Name()); close(p.done) }()
 	return p, nil
 }

@@ -15,6 +15,8 @@ type nodeRun struct {
 	data       string
 	kubeconfig string
 	root       string
+	bin        string
+	args       []string
 }
 
 // startNode starts a server with a node in a fresh data dir, with the given
@@ -40,13 +42,31 @@ func startNode(bin string, shipped bool, images ...string) (*nodeRun, error) {
 			return nil, err
 		}
 	}
-	n.p, err = start(bin, []string{"server", "--data-dir", n.data, "--write-kubeconfig", n.kubeconfig, "--config", "/dev/null",
-		fmt.Sprintf("--shipped-images=%t", shipped)})
+	n.bin = bin
+	n.args = []string{"server", "--data-dir", n.data, "--write-kubeconfig", n.kubeconfig, "--config", "/dev/null",
+		fmt.Sprintf("--shipped-images=%t", shipped)}
+	n.p, err = start(bin, n.args)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	return n, nil
+}
+
+// restart stops bramble with SIGTERM and starts it again on the same data
+// dir. It returns how long the stop took. The start is at least the next
+// whole second after the old process exited: a node's heartbeat
+// (lastHeartbeatTime) has a resolution of one second, so any heartbeat in the
+// second of the new start or later is the new process's.
+func (n *nodeRun) restart() (time.Duration, error) {
+	took := n.p.stop(15 * time.Second)
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	p, err := start(n.bin, n.args)
+	if err != nil {
+		return took, err
+	}
+	n.p = p
+	return took, nil
 }
 
 // stop stops bramble, removes what the node left behind and the data dir.
