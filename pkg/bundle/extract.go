@@ -24,7 +24,11 @@ const what = "helper binaries"
 // <dataDir>/data/<Hash()>/bin (see package unpack: atomic, locked, checked
 // cheaply on every call, silent when nothing changes) and returns that
 // directory, pointing <dataDir>/data/current at <Hash()>.
+//
+// The embedded archive's pages are released afterwards: read once while
+// unpacking, they would otherwise stay in bramble's resident memory.
 func Extract(dataDir string, log *slog.Logger) (string, error) {
+	defer unpack.Release(archive)
 	return extract(dataDir, archive, archiveSum(), log)
 }
 

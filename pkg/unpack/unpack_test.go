@@ -2,6 +2,7 @@ package unpack
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bramble-pi/bramble/pkg/unpack/unpacktest"
 )
@@ -204,4 +207,32 @@ func TestRelativeBase(t *testing.T) {
 	if !filepath.IsAbs(dir) {
 		t.Errorf("dir %q is not absolute", dir)
 	}
+}
+
+func TestReleaseKeepsContent(t *testing.T) {
+	data := make([]byte, 5*os.Getpagesize()+123)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	// On anonymous memory MADV_DONTNEED would zero the pages: Release is
+	// for read-only embedded data only, so test it on a read-only file map.
+	f := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := os.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	m, err := unix.Mmap(int(fd.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	Release(m[7:])
+	if !bytes.Equal(m, data) {
+		t.Fatal("content changed after Release")
+	}
+	Release(nil)
 }
