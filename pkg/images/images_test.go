@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 
+	"github.com/bramble-pi/bramble/pkg/bundle"
 	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
@@ -36,22 +37,19 @@ type testContainerd struct {
 	dir         string
 }
 
-// containerdBinary is $BRAMBLE_TEST_CONTAINERD, else bramble's own containerd:
-// bin/containerd, the multi-call link to bin/bramble that `make` creates.
+// containerdBinary is $BRAMBLE_TEST_CONTAINERD, else bramble's own
+// containerd, unpacked from the helper bundle this test binary embeds (built
+// with the tag bramble_assets, as `make test` does).
 func containerdBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("BRAMBLE_TEST_CONTAINERD"); p != "" {
 		return p
 	}
-	wd, err := os.Getwd()
+	bin, err := bundle.Extract(t.TempDir(), nil)
 	if err != nil {
-		t.Fatal(err)
+		testutil.SkipOrFail(t, fmt.Sprintf("no containerd: run `make test` (it embeds the helper bundle) or set BRAMBLE_TEST_CONTAINERD: %v", err))
 	}
-	p := filepath.Join(wd, "..", "..", "bin", "containerd")
-	if _, err := os.Stat(p); err != nil {
-		testutil.SkipOrFail(t, fmt.Sprintf("no containerd: run `make` (it links bin/containerd to bramble) or set BRAMBLE_TEST_CONTAINERD: %v", err))
-	}
-	return p
+	return filepath.Join(bin, "containerd")
 }
 
 // startContainerd runs a private containerd with everything under a temp
