@@ -41,6 +41,13 @@ func TestSingleNode(t *testing.T) {
 	t.Logf("node %s Ready", node)
 
 	s.MustKubectl("create", "namespace", "e2e")
+	// The node can be Ready before kube-controller-manager's service account
+	// controller has run (pod CIDRs no longer wait for it): a pod in a new
+	// namespace needs its default service account, as on any cluster.
+	testutil.WaitFor(t, time.Minute, "service account e2e/default", func() bool {
+		_, err := s.Kubectl("-n", "e2e", "get", "serviceaccount", "default")
+		return err == nil
+	})
 	s.MustKubectl("-n", "e2e", "run", "web", "--image="+busybox, "--image-pull-policy=Never", "--labels=app=web", "--port=8080",
 		"--command", "--", "sh", "-c", "mkdir -p /www && echo hello-from-bramble > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www")
 	testutil.WaitFor(t, 2*time.Minute, "pod web Running", func() bool {
