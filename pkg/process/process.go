@@ -49,6 +49,9 @@ func Setup(s Settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(defaultGates(gates)); err != nil {
+		return fmt.Errorf("bramble's default feature gates: %w", err)
+	}
 	if len(gates) > 0 {
 		if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(gates); err != nil {
 			return fmt.Errorf("--kubelet-arg feature-gates: %w", err)
@@ -81,4 +84,25 @@ func FeatureGates(kubeletArgs []string) (map[string]bool, error) {
 		maps.Copy(gates, m)
 	}
 	return gates, nil
+}
+
+// brambleGates are the feature gates bramble turns off by default; a
+// --kubelet-arg feature-gates=... that names one wins.
+//
+// APIServerIdentity: each apiserver renews a Lease naming itself every 10 s,
+// for features a single server does not use (the storage version API, and
+// UnknownVersionInteroperabilityProxy, the proxy between apiservers of
+// different versions, which depends on it and goes off with it): six
+// datastore writes a minute on an SD card.
+var brambleGates = map[string]bool{"APIServerIdentity": false, "UnknownVersionInteroperabilityProxy": false}
+
+// defaultGates are bramble's gates the user did not set.
+func defaultGates(user map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for name, on := range brambleGates {
+		if _, set := user[name]; !set {
+			out[name] = on
+		}
+	}
+	return out
 }

@@ -20,3 +20,12 @@ func TestFeatureGates(t *testing.T) {
 		t.Errorf("FeatureGates(nil) = %v", got)
 	}
 }
+
+func TestDefaultGatesYieldToUser(t *testing.T) {
+	if got := defaultGates(nil); got["APIServerIdentity"] {
+		t.Fatalf("APIServerIdentity should default off: %v", got)
+	}
+	if got := defaultGates(map[string]bool{"APIServerIdentity": true, "UnknownVersionInteroperabilityProxy": true}); len(got) != 0 {
+		t.Fatalf("a gate the user set was overridden: %v", got)
+	}
+}

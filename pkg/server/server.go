@@ -145,6 +145,10 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 		"--storage-backend=etcd3",
 		"--profiling=false",
 		"--enable-priority-and-fairness=false",
+		// One server: the kubernetes Service's endpoints are written when
+		// they change, not a lease renewed every 10 s (SD-card writes).
+		"--endpoint-reconciler-type=master-count",
+		"--apiserver-count=1",
 		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
 	}
 	for _, e := range etcd {
