@@ -16,19 +16,18 @@ type Background struct {
 	name       string
 	components []Component
 
-	exited  chan error
-	ready   chan struct{} // closed when all are ready
-	failed  chan error    // receives the start-up error, if any
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the start-up goroutine returned
-	mu      sync.Mutex
-	started []Component
+	exited   chan error
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the start-up goroutine returned
+	startErr error         // why start-up failed; read once done is closed
+	mu       sync.Mutex
+	started  []Component
 }
 
 // NewBackground returns a Background named name.
 func NewBackground(name string, components ...Component) *Background {
 	return &Background{name: name, components: components, exited: make(chan error, len(components)+1),
-		ready: make(chan struct{}), failed: make(chan error, 1), done: make(chan struct{})}
+		done: make(chan struct{})}
 }
 
 // Name implements Component.
@@ -44,12 +43,11 @@ func (b *Background) Start(ctx context.Context) error {
 		defer close(b.done)
 		for _, c := range b.components {
 			if err := b.startOne(ctx, c); err != nil {
-				b.failed <- err
+				b.startErr = err
 				b.exited <- err
 				return
 			}
 		}
-		close(b.ready)
 	}()
 	return nil
 }
@@ -121,11 +119,8 @@ func (w *backgroundWait) Exited() <-chan error { return nil }
 
 func (w *backgroundWait) Ready(ctx context.Context) error {
 	select {
-	case <-w.b.ready:
-		return nil
-	case err := <-w.b.failed:
-		w.b.failed <- err // for another waiter
-		return err
+	case <-w.b.done:
+		return w.b.startErr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
