@@ -29,3 +29,11 @@ func TestDefaultGatesYieldToUser(t *testing.T) {
 		t.Fatalf("a gate the user set was overridden: %v", got)
 	}
 }
+
+func TestMemLimitFor(t *testing.T) {
+	for ram, want := range map[uint64]int64{512 << 20: 192 << 20, 1 << 30: 256 << 20, 24 << 30: 1 << 30} {
+		if got := memLimitFor(ram); got != want {
+			t.Errorf("RAM %d MiB: limit %d MiB, want %d", ram>>20, got>>20, want>>20)
+		}
+	}
+}

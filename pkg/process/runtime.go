@@ -10,7 +10,7 @@ import (
 )
 
 // The Go runtime's garbage collector settings, chosen by measurement (bench
-// node scenario, docs/footprint.md): a lower GOGC than Go's 100 keeps the
+// node scenario; README, "Memory on a small Pi"): a lower GOGC than Go's 100 keeps the
 // idle heap of the Kubernetes components smaller for a little more CPU, and
 // a soft memory limit derived from the machine's RAM makes the collector
 // work harder before a small Pi runs out of memory. GOGC and GOMEMLIMIT in
@@ -23,34 +23,27 @@ const (
 	maxMemLimit   = 1 << 30
 )
 
-// Runtime are the Go runtime settings TuneRuntime applied.
-type Runtime struct {
-	GCPercent int
-	MemLimit  int64 // bytes; 0 = left as set in the environment
-}
-
 // TuneRuntime sets GOGC and the soft memory limit unless the environment
 // sets them.
-func TuneRuntime(log *slog.Logger) Runtime {
-	r := Runtime{GCPercent: -2}
-	if os.Getenv("GOGC") == "" {
+func TuneRuntime(log *slog.Logger) {
+	gogc := os.Getenv("GOGC")
+	if gogc == "" {
 		debug.SetGCPercent(defaultGCPercent)
-		r.GCPercent = defaultGCPercent
+		gogc = fmt.Sprint(defaultGCPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		if ram, err := totalRAM(); err == nil {
-			r.MemLimit = MemLimitFor(ram)
-			debug.SetMemoryLimit(r.MemLimit)
+			debug.SetMemoryLimit(memLimitFor(ram))
 		} else {
 			log.Debug("no memory limit set", "err", err)
 		}
 	}
-	log.Debug("Go runtime", "gogc", r.GCPercent, "memlimit-mib", r.MemLimit>>20)
-	return r
+	// A negative limit reads the current one without changing it.
+	log.Debug("Go runtime", "gogc", gogc, "memlimit-mib", debug.SetMemoryLimit(-1)>>20)
 }
 
-// MemLimitFor is the soft memory limit for a machine with ram bytes.
-func MemLimitFor(ram uint64) int64 {
+// memLimitFor is the soft memory limit for a machine with ram bytes.
+func memLimitFor(ram uint64) int64 {
 	return int64(min(max(ram/memLimitShare, minMemLimit), maxMemLimit))
 }
 
