@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"runtime"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,20 +30,13 @@ func churn(bin string, _ time.Duration) error {
 	if churnRollouts < 1 || churnInterval < 0 {
 		return fmt.Errorf("-churn-rollouts must be >= 1 and -churn-interval >= 0")
 	}
-	n, err := startNode(bin, false, filepath.Join("dist", "images", runtime.GOARCH, "busybox.tar"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n, cs, err := startBusyboxNode(ctx, bin)
 	if err != nil {
 		return err
 	}
 	defer n.stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cs, err := waitClient(ctx, n.kubeconfig)
-	if err != nil {
-		return err
-	}
-	if err := waitNodeReady(ctx, cs, n.p.started); err != nil {
-		return fmt.Errorf("node Ready: %w", err)
-	}
 	deployments := cs.AppsV1().Deployments("default")
 	if _, err := deployments.Create(ctx, churnDeployment(), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create deployment: %w", err)

@@ -26,20 +26,13 @@ import (
 // 60 s; then seconds from a restart (SIGTERM, start again on the same data
 // dir) to node Ready, and the size of the SQLite database.
 func node(bin string, idle time.Duration) error {
-	n, err := startNode(bin, false, filepath.Join("dist", "images", runtime.GOARCH, "busybox.tar"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n, cs, err := startBusyboxNode(ctx, bin)
 	if err != nil {
 		return err
 	}
 	defer n.stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cs, err := waitClient(ctx, n.kubeconfig)
-	if err != nil {
-		return err
-	}
-	if err := waitNodeReady(ctx, cs, n.p.started); err != nil {
-		return fmt.Errorf("node Ready: %w", err)
-	}
 	took := time.Since(n.p.started)
 	load := record("start-ready", fmt.Sprintf("%.2f s", took.Seconds()))
 	fmt.Printf("node Ready after start:      %6.2f s (fresh data dir, load %s)\n", took.Seconds(), load)
@@ -174,6 +167,24 @@ func waitNodeReady(ctx context.Context, cs *kubernetes.Clientset, since time.Tim
 		}
 		return false
 	})
+}
+
+// startBusyboxNode starts a server with a node and the busybox test image
+// in a fresh data dir and waits until its node is Ready.
+func startBusyboxNode(ctx context.Context, bin string) (*nodeRun, *kubernetes.Clientset, error) {
+	n, err := startNode(bin, false, filepath.Join("dist", "images", runtime.GOARCH, "busybox.tar"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cs, err := waitClient(ctx, n.kubeconfig)
+	if err == nil {
+		err = waitNodeReady(ctx, cs, n.p.started)
+	}
+	if err != nil {
+		n.stop()
+		return nil, nil, fmt.Errorf("node Ready: %w", err)
+	}
+	return n, cs, nil
 }
 
 func waitClient(ctx context.Context, kubeconfig string) (*kubernetes.Clientset, error) {
