@@ -38,6 +38,8 @@ type Config struct {
 	ProxyMode           string // iptables or nftables
 	FlannelBackend      string
 	KubeletArgs         []string // extra kubelet flags, name=value (--kubelet-arg)
+	ProxyArgs           []string // extra kube-proxy flags (--kube-proxy-arg)
+	ContainerdArgs      []string // extra containerd flags (--containerd-arg)
 	// ShippedImages are image archives that came with the binary (the
 	// air-gap tarball beside it), imported like <data-dir>/agent/images.
 	ShippedImages []string
@@ -74,12 +76,24 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		SystemdCgroup:       cfg.CgroupDriver == "systemd",
 		Debug:               cfg.Debug,
 		Profiling:           cfg.Profiling,
+		Args:                cfg.ContainerdArgs,
 	}
 	if cfg.ImageServer != "" {
 		ctrd.Mirror = &containerd.Mirror{URL: cfg.ImageServer, CAFile: cfg.Creds.ServerCA,
 			CertFile: cfg.Creds.Cert(nodecreds.KubeletClient), KeyFile: cfg.Creds.Key(nodecreds.KubeletClient)}
 	}
 	return &Agent{cfg: cfg, log: log, containerd: ctrd}
+}
+
+// CheckArgs refuses the user's pass-through flags (--kube-proxy-arg,
+// --containerd-arg) that the components would refuse, so a typo stops
+// bramble at start with the flag and the component named, not minutes later.
+func (c Config) CheckArgs() error {
+	if err := containerd.CheckArgs(c.ContainerdArgs); err != nil {
+		return err
+	}
+	_, _, err := c.proxyFlags()
+	return err
 }
 
 // ContainerdSocket is where the node's containerd listens.

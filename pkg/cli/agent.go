@@ -68,7 +68,7 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
-	if err := process.Setup(process.Settings{NodeName: nodeName, KubeletArgs: c.StringSlice("kubelet-arg")}, log); err != nil {
+	if err := process.Setup(process.Settings{NodeName: nodeName, KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -86,6 +86,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			tokenCommand(),
+			secretsEncryptCommand(),
 			imagesCommand(),
 			checkConfigCommand(),
 			killallScriptCommand(),

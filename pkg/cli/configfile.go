@@ -18,6 +18,9 @@ import (
 // the helper commands (token, images) skip the keys of server and agent
 // flags they do not have.
 func applyConfigFile(c *cli.Context) error {
+	if err := argsFromEnv(c); err != nil {
+		return err
+	}
 	path := c.String("config")
 	values, err := layout.ReadConfigFile(path)
 	if err != nil {

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"fmt"
+	"os"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -23,6 +26,75 @@ func boolean(name, usage string) *cli.BoolFlag {
 
 func list(name, usage string) *cli.StringSliceFlag {
 	return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: env(name)}
+}
+
+// argList holds the values of a pass-through flag (--kubelet-arg,
+// --kube-apiserver-arg, ...): each use on the command line and each item of
+// the config file's list is one value, its commas kept
+// (feature-gates=A=true,B=false).
+type argList []string
+
+func (l *argList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *argList) String() string     { return strings.Join(*l, " ") }
+
+// passThrough is a repeatable name=value flag handed to a component. Its
+// BRAMBLE_* variable is read by argsFromEnv, not by the flag parser (which
+// cannot tell the variable's values from the command line's).
+func passThrough(name, usage string) *cli.GenericFlag {
+	return &cli.GenericFlag{Name: name, Value: &argList{}, Usage: fmt.Sprintf("%s, name=value (repeatable; $%s)", usage, env(name)[0])}
+}
+
+// passedArgs are a pass-through flag's values.
+func passedArgs(c *cli.Context, name string) []string {
+	if l, ok := c.Generic(name).(*argList); ok {
+		return *l
+	}
+	return nil
+}
+
+// argStart is where a new value begins in a BRAMBLE_*_ARG variable.
+var argStart = regexp.MustCompile(`^(-+[A-Za-z]|[a-z][a-z0-9-]*=)`)
+
+// argsFromEnv sets every pass-through flag the command line left unset from
+// its BRAMBLE_* variable: values separated by newlines or commas, where a
+// comma not followed by name= (or a dash) continues the value, so
+// BRAMBLE_KUBELET_ARG=feature-gates=A=true,B=false,max-pods=50 is two.
+func argsFromEnv(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		g, ok := f.(*cli.GenericFlag)
+		if !ok || c.IsSet(g.Name) {
+			continue
+		}
+		v, ok := os.LookupEnv(env(g.Name)[0])
+		if !ok {
+			continue
+		}
+		for _, value := range splitArgs(v) {
+			if err := c.Set(g.Name, value); err != nil {
+				return fmt.Errorf("$%s: %w", env(g.Name)[0], err)
+			}
+		}
+	}
+	return nil
+}
+
+// splitArgs splits a BRAMBLE_*_ARG variable into values (see argsFromEnv).
+func splitArgs(v string) []string {
+	var out []string
+	for _, line := range strings.Split(v, "\n") {
+		first := len(out)
+		for _, part := range strings.Split(line, ",") {
+			part = strings.TrimSpace(part)
+			switch {
+			case part == "":
+			case len(out) > first && !argStart.MatchString(part):
+				out[len(out)-1] += "," + part
+			default:
+				out = append(out, part)
+			}
+		}
+	}
+	return out
 }
 
 // configFlag names the config file (read by applyConfigFile).
@@ -65,5 +137,11 @@ func serverFlags() []cli.Flag {
 		str("agent-token", "", "secret that joins agents only (default: agents use the server token)"),
 		str("flannel-backend", "vxlan", "flannel backend"),
 		list("disable", "bundled add-on to leave out (and remove): coredns, traefik, plumber-api (repeatable or comma-separated)"),
+		passThrough("kube-apiserver-arg", "extra kube-apiserver flag, e.g. service-node-port-range=20000-32767"),
+		passThrough("kube-scheduler-arg", "extra kube-scheduler flag"),
+		passThrough("kube-controller-manager-arg", "extra kube-controller-manager flag, e.g. terminated-pod-gc-threshold=100"),
+		str("audit-log", "", "write the apiserver's audit log to this file (bramble's policy: metadata only, no reads of events, leases or health checks; 10 MB x 3 files, 7 days; change with --kube-apiserver-arg audit-*)"),
+		&cli.BoolFlag{Name: "secrets-encryption", Value: true, EnvVars: env("secrets-encryption"),
+			Usage: "encrypt Secrets in the datastore (a key in <data-dir>/server/cred/encryption-config.yaml; see `bramble secrets-encrypt`)"},
 	), nodeFlags()...)
 }

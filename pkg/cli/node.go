@@ -34,7 +34,9 @@ func nodeFlags() []cli.Flag {
 		str("node-ip", "", "IP address the node advertises (default: the address of the default route)"),
 		list("node-label", "label to register the node with, key=value (repeatable)"),
 		list("node-taint", "taint to register the node with, key=value:Effect (repeatable)"),
-		list("kubelet-arg", "extra kubelet flag, name=value (repeatable), e.g. cgroup-root=/pi2"),
+		passThrough("kubelet-arg", "extra kubelet flag, e.g. cgroup-root=/pi2"),
+		passThrough("kube-proxy-arg", "extra kube-proxy flag, e.g. nodeport-addresses=primary"),
+		passThrough("containerd-arg", "extra containerd flag: log-level=debug (its other flags are bramble's; the rest of its settings go in config.toml.tmpl)"),
 		&cli.BoolFlag{Name: "shipped-images", Value: true, EnvVars: env("shipped-images"),
 			Usage: "import the air-gap image tarball (bramble-airgap-images-<arch>.tar.zst) found beside the bramble binary or in ../dist of it (a build from the repo); --shipped-images=false leaves it to <data-dir>/agent/images"},
 	}
@@ -84,7 +86,9 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		ClusterDomain:       cl.domain,
 		NodeLabels:          c.StringSlice("node-label"),
 		NodeTaints:          c.StringSlice("node-taint"),
-		KubeletArgs:         c.StringSlice("kubelet-arg"),
+		KubeletArgs:         passedArgs(c, "kubelet-arg"),
+		ProxyArgs:           passedArgs(c, "kube-proxy-arg"),
+		ContainerdArgs:      passedArgs(c, "containerd-arg"),
 		CgroupDriver:        facts.CgroupDriver(),
 		CgroupRoot:          "/",
 		RestrictOOMScoreAdj: facts.RestrictOOMScoreAdj(),
@@ -101,6 +105,9 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 
 // newNode unpacks the helper binaries and returns the node.
 func newNode(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) (*agent.Agent, error) {
+	if err := cfg.CheckArgs(); err != nil {
+		return nil, err
+	}
 	for _, w := range facts.Warnings() {
 		log.Warn(w)
 	}

@@ -47,7 +47,7 @@ func runServer(c *cli.Context) error {
 		}
 	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
-	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: c.StringSlice("kubelet-arg")}, log); err != nil {
+	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -107,6 +107,11 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		DatastoreEndpoint: c.String("datastore-endpoint"),
 		KubeconfigPath:    c.String("write-kubeconfig"),
 		Disable:           splitList(c.StringSlice("disable")),
+		APIServerArgs:     passedArgs(c, "kube-apiserver-arg"),
+		SchedulerArgs:     passedArgs(c, "kube-scheduler-arg"),
+		ControllerArgs:    passedArgs(c, "kube-controller-manager-arg"),
+		AuditLog:          c.String("audit-log"),
+		SecretsEncryption: c.Bool("secrets-encryption"),
 	}
 	var err error
 	if cfg.DataDir == "" {

@@ -196,3 +196,52 @@ func TestAgentFlagErrors(t *testing.T) {
 		})
 	}
 }
+
+// The pass-through flags (--kube-apiserver-arg, ...): one value per use or
+// config-file item, commas kept; flag > env > file; in the environment,
+// values split at commas that start a new name=.
+func TestPassThroughFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		in   invocation
+		want map[string][]string // server.Config field -> values
+	}{
+		{"flags keep their commas", invocation{args: []string{
+			"--kube-apiserver-arg=enable-admission-plugins=NodeRestriction,PodSecurity", "--kube-apiserver-arg", "event-ttl=30m",
+			"--kube-scheduler-arg=v=2", "--kube-controller-manager-arg=--terminated-pod-gc-threshold=10"}},
+			map[string][]string{"api": {"enable-admission-plugins=NodeRestriction,PodSecurity", "event-ttl=30m"}, "sched": {"v=2"}, "kcm": {"--terminated-pod-gc-threshold=10"}}},
+		{"config file list", invocation{config: "kube-apiserver-arg:\n  - feature-gates=A=true,B=false\n  - event-ttl=1h\nkube-scheduler-arg: v=3"},
+			map[string][]string{"api": {"feature-gates=A=true,B=false", "event-ttl=1h"}, "sched": {"v=3"}}},
+		{"environment", invocation{env: map[string]string{"BRAMBLE_KUBE_APISERVER_ARG": "feature-gates=A=true,B=false,event-ttl=1h,--profiling\nv=4"}},
+			map[string][]string{"api": {"feature-gates=A=true,B=false", "event-ttl=1h", "--profiling", "v=4"}}},
+		{"environment beats the file", invocation{env: map[string]string{"BRAMBLE_KUBE_APISERVER_ARG": "event-ttl=2h"}, config: "kube-apiserver-arg: [event-ttl=1h]"},
+			map[string][]string{"api": {"event-ttl=2h"}}},
+		{"flag beats the environment", invocation{args: []string{"--kube-apiserver-arg=event-ttl=3h"}, env: map[string]string{"BRAMBLE_KUBE_APISERVER_ARG": "event-ttl=2h"}},
+			map[string][]string{"api": {"event-ttl=3h"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := serverConfigOf(t, tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]string{"api": c.APIServerArgs, "sched": c.SchedulerArgs, "kcm": c.ControllerArgs}
+			for k, want := range tt.want {
+				if !slices.Equal(got[k], want) {
+					t.Errorf("%s: %q, want %q", k, got[k], want)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretsEncryptionFlag(t *testing.T) {
+	c, err := serverConfigOf(t, invocation{})
+	if err != nil || !c.SecretsEncryption || c.AuditLog != "" {
+		t.Fatalf("default: encryption %v, audit %q, err %v", c.SecretsEncryption, c.AuditLog, err)
+	}
+	c, err = serverConfigOf(t, invocation{config: "secrets-encryption: false\naudit-log: /var/log/bramble-audit.log"})
+	if err != nil || c.SecretsEncryption || c.AuditLog != "/var/log/bramble-audit.log" {
+		t.Fatalf("config file: encryption %v, audit %q, err %v", c.SecretsEncryption, c.AuditLog, err)
+	}
+}

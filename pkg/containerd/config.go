@@ -31,6 +31,8 @@ type Config struct {
 	// Mirror, when set, is tried before every registry (agents: the
 	// bramble server's registry).
 	Mirror *Mirror
+	// Args are the user's --containerd-arg values (CheckArgs).
+	Args []string
 }
 
 // Mirror is a registry that serves every registry's images, reached with

@@ -80,7 +80,7 @@ func (c *Containerd) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open containerd log: %w", err)
 	}
-	c.cmd = exec.Command(bin, "--config", c.cfg.ConfigFile())
+	c.cmd = exec.Command(bin, c.cfg.commandLine()...)
 	c.cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	// containerd dies with bramble; the shims (and so the pods) survive both.

@@ -4,9 +4,9 @@
 // launcher use to find the data dir and the admin kubeconfig: flag >
 // BRAMBLE_* environment variable > config file > default.
 //
-//	<data-dir>/server/    tls/ cred/ db/state.db token agent-token manifests/ etc/ kine.sock
+//	<data-dir>/server/    tls/ cred/{*.kubeconfig,encryption-config.yaml} db/state.db token agent-token manifests/ etc/ kine.sock
 //	<data-dir>/agent/     tls/ *.kubeconfig join.json node-password images/ images.state.json
-//	                      containerd/ etc/{containerd,cni/net.d,flannel,kubelet.yaml,kube-proxy.yaml}
+//	                      containerd/ etc/{containerd,cni/net.d,flannel,kubelet.yaml}
 //	<data-dir>/data/<hash>/bin   helper binaries (and a release's bramble)
 //	/run/bramble/         containerd/ (state, socket) flannel/ (subnet.env) mnt-ns
 //	/etc/bramble/         config.yaml bramble.yaml (admin kubeconfig)
@@ -68,6 +68,10 @@ func (d Dirs) ServerTLS(name string) string { return filepath.Join(d.Server(), "
 // ServerCred is a file in the server's credentials (component kubeconfig)
 // directory; admin.kubeconfig is the local admin's.
 func (d Dirs) ServerCred(name string) string { return filepath.Join(d.Server(), "cred", name) }
+
+// EncryptionConfig is the apiserver's EncryptionConfiguration: the keys that
+// encrypt Secrets in the datastore (mode 0600).
+func (d Dirs) EncryptionConfig() string { return d.ServerCred("encryption-config.yaml") }
 
 // DB holds the SQLite database, state.db.
 func (d Dirs) DB() string { return filepath.Join(d.Server(), "db") }

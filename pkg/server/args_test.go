@@ -2,11 +2,13 @@ package server
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	auditpolicy "k8s.io/apiserver/pkg/audit/policy"
 	apioptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
@@ -239,5 +241,90 @@ func TestServingLeaf(t *testing.T) {
 	cp.cfg.ServiceCIDR = tiny
 	if _, err := servingLeaf(cp.cfg); err == nil {
 		t.Error("a service range without a first address gave no error")
+	}
+}
+
+// A user's flag replaces bramble's value of it (never a second value), a
+// new one is added, and each component still accepts the result.
+func TestPassThroughArgs(t *testing.T) {
+	cp := testControlPlane(t, func(c *Config) {
+		c.APIServerArgs = []string{"service-node-port-range=20000-22767", "--enable-admission-plugins=NodeRestriction,PodSecurity", "event-ttl=30m", "etcd-servers=https://a:2379", "etcd-servers=https://b:2379"}
+		c.SchedulerArgs = []string{"leader-elect=true"}
+		c.ControllerArgs = []string{"terminated-pod-gc-threshold=10", "--controllers=*"}
+	})
+	api := cp.apiServerArgs([]string{"unix:///kine.sock"})
+	checkFlags(t, api, map[string][]string{
+		"service-node-port-range":  {"20000-22767"},
+		"enable-admission-plugins": {"NodeRestriction,PodSecurity"},
+		"event-ttl":                {"30m"},
+		"etcd-servers":             {"https://a:2379", "https://b:2379"},
+		"secure-port":              {"6443"},
+	})
+	checkFlags(t, cp.schedulerArgs(), map[string][]string{"leader-elect": {"true"}, "secure-port": {"0"}})
+	checkFlags(t, cp.controllerManagerArgs(), map[string][]string{"terminated-pod-gc-threshold": {"10"}, "controllers": {"*"}})
+	if err := cp.checkArgs(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPassThroughErrors(t *testing.T) {
+	tests := []struct {
+		change func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.APIServerArgs = []string{"no-such-flag=1"} }, `--kube-apiserver-arg "no-such-flag=1": kube-apiserver has no flag --no-such-flag`},
+		{func(c *Config) { c.SchedulerArgs = []string{"--bogus"} }, `--kube-scheduler-arg "--bogus": kube-scheduler has no flag --bogus`},
+		{func(c *Config) { c.ControllerArgs = []string{"node-monitor-period=soon"} }, `--kube-controller-manager-arg: kube-controller-manager arguments: invalid argument "soon"`},
+		{func(c *Config) { c.APIServerArgs = []string{"=1"} }, `--kube-apiserver-arg "=1": no flag name`},
+	}
+	for _, tt := range tests {
+		cp := testControlPlane(t, tt.change)
+		// As in Prepare: before any certificate exists.
+		cp.creds = &Credentials{}
+		err := cp.checkArgs()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("err = %v, want one with %q", err, tt.want)
+		}
+	}
+}
+
+func TestAuditAndEncryptionArgs(t *testing.T) {
+	cp := testControlPlane(t, func(c *Config) {
+		c.AuditLog = "/var/log/bramble/audit.log"
+		c.APIServerArgs = []string{"audit-log-maxsize=50"}
+	})
+	cp.encryption = true
+	args := cp.apiServerArgs(nil)
+	checkFlags(t, args, map[string][]string{
+		"audit-log-path":                              {"/var/log/bramble/audit.log"},
+		"audit-policy-file":                           {auditPolicyPath(cp.paths)},
+		"audit-log-maxsize":                           {"50"}, // the user's
+		"audit-log-maxage":                            {"7"},
+		"encryption-provider-config":                  {cp.paths.EncryptionConfig()},
+		"encryption-provider-config-automatic-reload": {"true"},
+	})
+	if err := parseFlags("kube-apiserver", apioptions.NewServerRunOptions().Flags(), args); err != nil {
+		t.Fatal(err)
+	}
+	// Off by default.
+	for name := range flagValues(t, testControlPlane(t, nil).apiServerArgs(nil)) {
+		if strings.HasPrefix(name, "audit-") || strings.HasPrefix(name, "encryption-") {
+			t.Errorf("--%s without --audit-log or encryption", name)
+		}
+	}
+}
+
+// The audit policy bramble writes is one the apiserver loads.
+func TestAuditPolicyLoads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit-policy.yaml")
+	if err := os.WriteFile(path, []byte(auditPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := auditpolicy.LoadPolicyFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Rules) < 5 {
+		t.Errorf("%d rules", len(p.Rules))
 	}
 }

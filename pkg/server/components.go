@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/spf13/pflag"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/tools/cache"
 	cliflag "k8s.io/component-base/cli/flag"
@@ -26,12 +25,7 @@ import (
 
 // parseFlags parses args into a component's named flag sets.
 func parseFlags(name string, sets cliflag.NamedFlagSets, args []string) error {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	for _, f := range sets.FlagSets {
-		fs.AddFlagSet(f)
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := flagSet(name, sets).Parse(args); err != nil {
 		return fmt.Errorf("%s arguments: %w", name, err)
 	}
 	return nil

@@ -30,6 +30,13 @@ type Config struct {
 	KubeconfigPath    string
 	KubeconfigMode    os.FileMode
 	Disable           []string // bundled add-ons to leave out
+	// The user's extra flags (name=value) for the control-plane components:
+	// --kube-apiserver-arg, --kube-scheduler-arg, --kube-controller-manager-arg.
+	APIServerArgs, SchedulerArgs, ControllerArgs []string
+	// AuditLog is the apiserver's audit log file; "" for none.
+	AuditLog string
+	// SecretsEncryption encrypts Secrets in the datastore (secretsenc).
+	SecretsEncryption bool
 }
 
 // Paths is the server's part of the on-disk layout (pkg/layout).
@@ -55,6 +62,9 @@ func (p Paths) AgentToken() string { return p.d.AgentToken() }
 
 // DBDir holds the SQLite database.
 func (p Paths) DBDir() string { return p.d.DB() }
+
+// EncryptionConfig is the apiserver's EncryptionConfiguration (the keys).
+func (p Paths) EncryptionConfig() string { return p.d.EncryptionConfig() }
 
 // KineSocket is where kine serves the etcd API.
 func (p Paths) KineSocket() string { return p.d.KineSocket() }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bramble-pi/bramble/pkg/datastore"
@@ -24,11 +25,17 @@ type ControlPlane struct {
 	paths Paths
 	creds *Credentials
 	join  *join.Server
+	// encryption: the apiserver reads the encryption config file.
+	encryption bool
 }
 
 // Prepare creates or reuses everything the control plane needs on disk.
 func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	p := NewPaths(cfg.DataDir)
+	// A bad --kube-*-arg stops bramble before anything is written or runs.
+	if err := (&ControlPlane{cfg: cfg, paths: p, creds: &Credentials{}}).checkArgs(); err != nil {
+		return nil, err
+	}
 	begin := time.Now()
 	creds, err := EnsureCredentials(cfg, p, begin)
 	if err != nil {
@@ -51,8 +58,17 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	if err := pki.WriteFile(metricLabelsPath(p), []byte("bramble_unused_metric,unused_label: unused\n"), 0o600); err != nil {
 		return nil, err
 	}
+	encryption, err := ensureEncryption(cfg, p, log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AuditLog != "" {
+		if err := pki.WriteFile(auditPolicyPath(p), []byte(auditPolicy), 0o600); err != nil {
+			return nil, err
+		}
+	}
 	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
-	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds}
+	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption}
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
@@ -154,22 +170,30 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 	for _, e := range etcd {
 		args = append(args, "--etcd-servers="+e)
 	}
-	return args
+	if cp.encryption {
+		// Reloaded without a restart (polled every minute): rotate-keys.
+		args = append(args, "--encryption-provider-config="+cp.paths.EncryptionConfig(),
+			"--encryption-provider-config-automatic-reload=true")
+	}
+	if c.AuditLog != "" {
+		args = append(args, auditArgs(c.AuditLog, cp.paths)...)
+	}
+	return c.apiServerExtra().Merge(args)
 }
 
 func (cp *ControlPlane) schedulerArgs() []string {
-	return []string{
+	return cp.cfg.schedulerExtra().Merge([]string{
 		"--kubeconfig=" + cp.creds.SchedulerKubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--profiling=false",
 		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
-	}
+	})
 }
 
 func (cp *ControlPlane) controllerManagerArgs() []string {
 	c, cr := cp.cfg, cp.creds
-	return []string{
+	return c.controllerExtra().Merge([]string{
 		"--kubeconfig=" + cr.ControllerKubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
@@ -195,7 +219,7 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		// admission policy type checker (5 MiB of OpenAPI schemas) and DRA
 		// device taints.
 		"--controllers=*,-validatingadmissionpolicy-status-controller,-device-taint-eviction-controller",
-	}
+	})
 }
 
-func keyOf(certPath string) string { return certPath[:len(certPath)-len(".crt")] + ".key" }
+func keyOf(certPath string) string { return strings.TrimSuffix(certPath, ".crt") + ".key" }
