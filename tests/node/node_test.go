@@ -26,7 +26,8 @@ func TestSingleNode(t *testing.T) {
 	if _, err := os.Stat(image); err != nil {
 		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
 	}
-	s := testutil.NewServer(t)
+	// Pass-through flags reach kube-proxy and containerd (checked below).
+	s := testutil.NewServer(t, "--kube-proxy-arg=healthz-bind-address=127.0.0.1:10266", "--containerd-arg=log-level=info")
 	testutil.CleanupNode(t, s)
 	imagesDir := filepath.Join(s.DataDir, "agent", "images")
 	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
@@ -39,6 +40,15 @@ func TestSingleNode(t *testing.T) {
 	s.WaitReady(3 * time.Minute)
 	node := waitNodeReady(t, s, 3*time.Minute)
 	t.Logf("node %s Ready", node)
+	testutil.WaitFor(t, time.Minute, "kube-proxy's health check on the passed address", func() bool {
+		return strings.Contains(httpGet("http://127.0.0.1:10266/healthz"), "lastUpdated")
+	})
+	if body := httpGet("http://127.0.0.1:10256/healthz"); strings.Contains(body, "lastUpdated") {
+		t.Error("kube-proxy also serves its health check on bramble's default address")
+	}
+	if log, _ := os.ReadFile(filepath.Join(s.DataDir, "agent", "containerd", "containerd.log")); !strings.Contains(string(log), "level=info") {
+		t.Error("containerd logs no info lines with --containerd-arg=log-level=info")
+	}
 
 	s.MustKubectl("create", "namespace", "e2e")
 	// The node can be Ready before kube-controller-manager's service account
