@@ -13,7 +13,12 @@ COMMIT     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD_DATE := $(shell date -u -d @$$(git log -1 --format=%ct 2>/dev/null || echo 0) +%Y-%m-%dT%H:%M:%SZ)
 # bramble_assets embeds what make generates (pkg/bundle, pkg/pause); a build
 # without it (`go build ./...` on a fresh clone) says so at start.
-GO_TAGS    ?= netgo,osusergo,bramble_assets
+# kustomize_disable_go_plugin_support: kubectl's kustomize would import Go's
+# plugin package, and a cgo binary that imports it is linked for plugins:
+# every symbol exported (44 MB of dynamic symbol tables) and no dead-code
+# elimination of unused methods and map initialisers. Without it bin/bramble
+# is 213 MB instead of 267 MB, and starts less code.
+GO_TAGS    ?= netgo,osusergo,kustomize_disable_go_plugin_support,bramble_assets
 # One flag set for build, vet and test, so the Kubernetes packages are compiled
 # once into the Go build cache and reused by every command.
 export GOFLAGS := -buildvcs=false -trimpath -tags=$(GO_TAGS)
@@ -53,7 +58,7 @@ $(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env | images-deps
 all: build airgap
 build: bin/bramble
 
-bin/bramble: $(GO_SOURCES) $(EMBEDDED)
+bin/bramble: $(GO_SOURCES) $(EMBEDDED) Makefile
 	@mkdir -p bin
 	go build -ldflags "$(LDFLAGS)" -o $@.tmp ./cmd/bramble
 	@mv $@.tmp $@

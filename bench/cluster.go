@@ -117,6 +117,7 @@ func clusterScenario(bin string, idle time.Duration) error {
 		rss, pss, anon = rss+r["Rss"], pss+r["Pss"], anon+r["Anonymous"]
 		fmt.Printf("agent idle %-11s                  RSS %d MiB (anonymous %d MiB, file %d MiB)\n", names[i]+":", r["Rss"]/1024, r["Anonymous"]/1024, (r["Rss"]-r["Anonymous"])/1024)
 	}
+	fmt.Printf("  bramble's resident pages by mapping: %s\n", residentByMapping(pids[0]))
 	after := ""
 	if idle != 3*time.Minute {
 		after = fmt.Sprintf(" (after %s)", idle)

@@ -119,6 +119,7 @@ func idleFigures(n *nodeRun, idle time.Duration) {
 	if cd == 0 {
 		fmt.Println("  (no containerd process found: bramble alone)")
 	}
+	fmt.Printf("  bramble's resident pages by mapping: %s\n", residentByMapping(pids[0]))
 	shims := containerdShims(containerdSocket(cd))
 	shimPSS := 0
 	for _, pid := range shims {
@@ -310,6 +311,51 @@ func smapsRollup(pid int) map[string]int {
 		}
 	}
 	return out
+}
+
+// residentByMapping sums a process's resident KiB by kind of mapping: its
+// executable's code, read-only data (rodata, pclntab), writable data, and
+// anonymous memory (heap, stacks), to see what an idle node really keeps.
+func residentByMapping(pid int) string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	kinds := map[string]int{}
+	kind := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		switch {
+		case len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":"):
+			perms, path := fields[1], ""
+			if len(fields) >= 6 {
+				path = fields[5]
+			}
+			switch {
+			case path == exe && strings.HasPrefix(perms, "r-x"):
+				kind = "code"
+			case path == exe && strings.HasPrefix(perms, "r--"):
+				kind = "rodata"
+			case path == exe:
+				kind = "data"
+			case path == "" || strings.HasPrefix(path, "["):
+				kind = "anonymous"
+			default:
+				kind = "other files"
+			}
+		case len(fields) >= 2 && fields[0] == "Rss:":
+			n, _ := strconv.Atoi(fields[1])
+			kinds[kind] += n
+		}
+	}
+	var parts []string
+	for _, k := range []string{"code", "rodata", "data", "anonymous", "other files"} {
+		parts = append(parts, fmt.Sprintf("%s %d MiB", k, kinds[k]/1024))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func ticks(pids []int) int {

@@ -9,7 +9,7 @@
 #
 # Environment:
 #   RELEASE_LDFLAGS  the Makefile's -ldflags (version stamps), required
-#   GO_TAGS          build tags, default netgo,osusergo,bramble_assets (the Makefile's)
+#   GO_TAGS          build tags, default netgo,osusergo,kustomize_disable_go_plugin_support,bramble_assets (the Makefile's)
 #   ZSTD_LEVEL       payload compression, default 19 (20..22 imply --ultra)
 #   ZSTD_LONG        zstd long-distance window log, default 27 (128 MiB;
 #                    the launcher accepts up to 27), 0 to turn it off
@@ -30,7 +30,7 @@ set -euo pipefail
 
 ZSTD_LEVEL="${ZSTD_LEVEL:-19}"
 ZSTD_LONG="${ZSTD_LONG:-27}"
-GO_TAGS="${GO_TAGS:-netgo,osusergo,bramble_assets}"
+GO_TAGS="${GO_TAGS:-netgo,osusergo,kustomize_disable_go_plugin_support,bramble_assets}"
 CACHE_DIR="${CACHE_DIR:-/var/cache/bramble-build}"
 RCACHE="$CACHE_DIR/release"
 

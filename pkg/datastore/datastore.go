@@ -75,6 +75,11 @@ func (d *Datastore) endpoint() string {
 
 // Start opens the backend and serves the etcd API on the socket.
 func (d *Datastore) Start(ctx context.Context) error {
+	if d.cfg.Endpoint == "" {
+		if err := prepareSQLite(ctx, d.SQLitePath(), d.log); err != nil {
+			return err
+		}
+	}
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	etcd, err := endpoint.Listen(kctx, endpoint.Config{
@@ -82,7 +87,7 @@ func (d *Datastore) Start(ctx context.Context) error {
 		Endpoint:             d.endpoint(),
 		WaitGroup:            &d.wg,
 		ConnectionPoolConfig: generic.ConnectionPoolConfig{MaxIdle: 2, MaxLifetime: 0, MaxIdleTime: 2 * time.Minute},
-		CompactInterval:      5 * time.Minute,
+		CompactInterval:      compactInterval,
 		CompactTimeout:       5 * time.Second,
 		CompactMinRetain:     1000,
 		CompactBatchSize:     1000,
@@ -99,7 +104,44 @@ func (d *Datastore) Start(ctx context.Context) error {
 		return fmt.Errorf("start kine: %w", err)
 	}
 	d.etcd = etcd
+	if d.cfg.Endpoint == "" {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.vacuumLoop(kctx)
+		}()
+	}
 	return nil
+}
+
+// compactInterval is how often kine deletes old revisions.
+const compactInterval = 5 * time.Minute
+
+// vacuumLoop gives the pages kine's compaction frees back to the filesystem,
+// shortly after each compaction.
+func (d *Datastore) vacuumLoop(ctx context.Context) {
+	db, err := openSQLite(d.SQLitePath())
+	if err != nil {
+		d.log.Warn("database vacuum off", "err", err)
+		return
+	}
+	defer db.Close()
+	t := time.NewTicker(compactInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		freed, err := vacuumStep(ctx, db)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("database vacuum", "file", d.SQLitePath(), "err", err)
+		case freed > 0:
+			d.log.Debug("database vacuumed", "file", d.SQLitePath(), "freed_kib", freed*sqlitePageSize>>10)
+		}
+	}
 }
 
 // Endpoints are the etcd URLs for the apiserver.

@@ -1,0 +1,163 @@
+package datastore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// The SQLite file's layout, chosen for an SD card:
+//
+//   - 1 KiB pages. An idle cluster's writes are small rows (a node lease
+//     renewal every 10 s, compaction markers); each one rewrites the table
+//     leaf and every index leaf it touches, appended to the WAL as whole
+//     pages. With SQLite's default 4 KiB pages a lease renewal appends about
+//     five times 4 KiB; with 1 KiB pages, a quarter of that. Larger objects
+//     spill into overflow pages, which costs a little CPU on reads.
+//   - incremental auto-vacuum, so the pages kine's compaction frees can be
+//     given back to the filesystem (see Datastore.vacuum) instead of the file
+//     staying at its high-water mark for ever.
+//
+// Both settings take effect only when the first table is created, or through
+// a VACUUM: a new file gets them before kine creates its schema; an existing
+// file is converted once, at start.
+const (
+	sqlitePageSize = 1024
+	// autoVacuumIncremental is PRAGMA auto_vacuum's value for INCREMENTAL.
+	autoVacuumIncremental = 2
+)
+
+// layoutTable pins the page size and vacuum mode in a new, empty file: the
+// settings are only stored with the first table.
+const layoutTable = `CREATE TABLE IF NOT EXISTS bramble_layout (name TEXT PRIMARY KEY, value TEXT)`
+
+// openSQLite opens the file with a single connection for bramble's own
+// statements (kine keeps its own pool). The busy timeout rides out kine's
+// transactions.
+func openSQLite(path string) (*sql.DB, error) {
+	db, err := sql.Open(sqliteDriver, path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec("PRAGMA busy_timeout = 10000"); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func pragmaInt(ctx context.Context, db *sql.DB, name string) (int64, error) {
+	var v int64
+	if err := db.QueryRowContext(ctx, "PRAGMA "+name).Scan(&v); err != nil {
+		return 0, fmt.Errorf("PRAGMA %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// prepareSQLite gives the file at path bramble's page size and vacuum mode
+// before kine opens it: a new file is set up directly; an existing one with
+// another layout is rewritten once by VACUUM (logged: on a large database
+// and a slow card this takes a while). A failed conversion, e.g. for lack of
+// the free space VACUUM needs, is logged and the file used as it is.
+func prepareSQLite(ctx context.Context, path string, log *slog.Logger) error {
+	fresh := false
+	if st, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || (err == nil && st.Size() == 0) {
+		fresh = true
+	}
+	db, err := openSQLite(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := os.Chmod(path, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("restrict %s: %w", path, err)
+	}
+	if fresh {
+		for _, stmt := range []string{
+			fmt.Sprintf("PRAGMA page_size = %d", sqlitePageSize),
+			fmt.Sprintf("PRAGMA auto_vacuum = %d", autoVacuumIncremental),
+			layoutTable,
+			"PRAGMA journal_mode = WAL",
+		} {
+			if _, err := db.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("set up %s: %s: %w", path, stmt, err)
+			}
+		}
+		return nil
+	}
+	pageSize, err := pragmaInt(ctx, db, "page_size")
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	vacuum, err := pragmaInt(ctx, db, "auto_vacuum")
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if pageSize == sqlitePageSize && vacuum == autoVacuumIncremental {
+		return nil
+	}
+	st, _ := os.Stat(path)
+	log.Info("rewriting the database once for smaller SD-card writes (1 KiB pages, incremental vacuum)",
+		"file", path, "size_mib", st.Size()>>20, "page_size", pageSize)
+	began := time.Now()
+	// The page size of a WAL database can only change outside WAL mode.
+	for _, stmt := range []string{
+		"PRAGMA journal_mode = DELETE",
+		fmt.Sprintf("PRAGMA page_size = %d", sqlitePageSize),
+		fmt.Sprintf("PRAGMA auto_vacuum = %d", autoVacuumIncremental),
+		"VACUUM",
+		layoutTable,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			log.Warn("database not rewritten; it keeps its layout", "file", path, "statement", stmt, "err", err)
+			break
+		}
+	}
+	if _, err := db.ExecContext(ctx, "PRAGMA journal_mode = WAL"); err != nil {
+		return fmt.Errorf("%s back to WAL mode: %w", path, err)
+	}
+	log.Info("database rewritten", "file", path, "took", time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// vacuumStep gives free pages back to the filesystem when more than a
+// quarter of the file (and at least 1 MiB) is free: kine's compaction deletes
+// old revisions, which leaves free pages behind. A small free list is kept:
+// the next writes reuse it without growing the file again. It returns the
+// pages freed.
+func vacuumStep(ctx context.Context, db *sql.DB) (int64, error) {
+	free, err := pragmaInt(ctx, db, "freelist_count")
+	if err != nil {
+		return 0, err
+	}
+	pages, err := pragmaInt(ctx, db, "page_count")
+	if err != nil {
+		return 0, err
+	}
+	const minFree = (1 << 20) / sqlitePageSize
+	if free < minFree || free*4 < pages {
+		return 0, nil
+	}
+	keep := pages / 16
+	// The pragma frees one page per result row: read them all (an Exec
+	// steps once and frees one page).
+	rows, err := db.QueryContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", free-keep))
+	if err != nil {
+		return 0, fmt.Errorf("incremental vacuum: %w", err)
+	}
+	for rows.Next() {
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, fmt.Errorf("incremental vacuum: %w", err)
+	}
+	after, err := pragmaInt(ctx, db, "freelist_count")
+	if err != nil {
+		return 0, err
+	}
+	return free - after, nil
+}

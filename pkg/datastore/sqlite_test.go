@@ -1,0 +1,119 @@
+package datastore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func layoutOf(t *testing.T, path string) (pageSize, vacuum int64) {
+	t.Helper()
+	db, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if pageSize, err = pragmaInt(ctx, db, "page_size"); err != nil {
+		t.Fatal(err)
+	}
+	if vacuum, err = pragmaInt(ctx, db, "auto_vacuum"); err != nil {
+		t.Fatal(err)
+	}
+	return pageSize, vacuum
+}
+
+func TestPrepareSQLiteNewFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	if err := prepareSQLite(context.Background(), path, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if ps, v := layoutOf(t, path); ps != sqlitePageSize || v != autoVacuumIncremental {
+		t.Fatalf("page_size %d auto_vacuum %d, want %d and %d", ps, v, sqlitePageSize, autoVacuumIncremental)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// An existing database in SQLite's default layout (4 KiB pages, no vacuum) is
+// rewritten once, its rows kept; then freed pages go back to the filesystem.
+func TestPrepareSQLiteConvertsAndVacuums(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := strings.Repeat("x", 3000)
+	for _, stmt := range []string{"PRAGMA journal_mode = WAL", "CREATE TABLE kine (id INTEGER PRIMARY KEY, value BLOB)"} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2000; i++ {
+		if _, err := db.Exec("INSERT INTO kine (value) VALUES (?)", fmt.Sprint(i, value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	if ps, _ := layoutOf(t, path); ps == sqlitePageSize {
+		t.Fatalf("test database already has %d-byte pages", ps)
+	}
+
+	var logged strings.Builder
+	if err := prepareSQLite(ctx, path, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if ps, v := layoutOf(t, path); ps != sqlitePageSize || v != autoVacuumIncremental {
+		t.Fatalf("after conversion: page_size %d auto_vacuum %d", ps, v)
+	}
+	if !strings.Contains(logged.String(), "database rewritten") {
+		t.Errorf("conversion not logged: %s", logged.String())
+	}
+	db, err = openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var mode string
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode %q, %v; want wal", mode, err)
+	}
+	var rows int
+	if err := db.QueryRow("SELECT count(*) FROM kine").Scan(&rows); err != nil || rows != 2000 {
+		t.Fatalf("rows after conversion: %d, %v", rows, err)
+	}
+	// A second start leaves the file alone.
+	logged.Reset()
+	if err := prepareSQLite(ctx, path, slog.New(slog.NewTextHandler(&logged, nil))); err != nil || logged.Len() != 0 {
+		t.Fatalf("second prepare: %v, logged %q", err, logged.String())
+	}
+
+	// Compaction: most rows deleted.
+	if _, err := db.Exec("DELETE FROM kine WHERE id > 100"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := pragmaInt(ctx, db, "page_count")
+	freed, err := vacuumStep(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := pragmaInt(ctx, db, "page_count")
+	if freed < before/2 || after > before/2 {
+		t.Fatalf("vacuum freed %d pages: %d -> %d pages", freed, before, after)
+	}
+	// Little left to free: nothing done.
+	if freed, err := vacuumStep(ctx, db); err != nil || freed != 0 {
+		t.Fatalf("second vacuum: freed %d, %v", freed, err)
+	}
+}
