@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"context"
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"log/slog"
 	"net"
@@ -17,11 +18,14 @@ import (
 
 // Config is a node's configuration.
 type Config struct {
-	NodeName            string
-	NodeIP              net.IP
-	DataDir             string // <data-dir>
-	RunDir              string // /run/bramble
-	BinDir              string // unpacked helper binaries
+	NodeName string
+	NodeIP   net.IP
+	DataDir  string // <data-dir>
+	RunDir   string // /run/bramble
+	BinDir   string // unpacked helper binaries
+	// UnpackHelpers unpacks the helper binaries into BinDir; the node's
+	// first component runs it. Nil when they are in place already.
+	UnpackHelpers       func() error
 	ClusterCIDR         *net.IPNet
 	ServiceCIDR         *net.IPNet
 	ClusterDNS          net.IP
@@ -104,12 +108,22 @@ func (a *Agent) Components(sandbox []byte) []supervisor.Component {
 	return append(a.Runtime(sandbox), a.Kube()...)
 }
 
-// Runtime are the parts that need no apiserver: containerd and the image
-// import (sandbox is the embedded pause image archive). A server starts
-// them alongside its control plane.
+// Runtime are the parts that need no apiserver: unpacking the helper
+// binaries, containerd and the image import (sandbox is the embedded pause
+// image archive). A server starts them alongside its control plane.
 func (a *Agent) Runtime(sandbox []byte) []supervisor.Component {
 	ctrd := containerd.New(a.containerd, a.log.With("component", "containerd"))
-	return []supervisor.Component{ctrd, a.imageImporter(ctrd, sandbox)}
+	comps := []supervisor.Component{ctrd, a.imageImporter(ctrd, sandbox)}
+	if unpack := a.cfg.UnpackHelpers; unpack != nil {
+		helpers := &supervisor.InProcess{ComponentName: "helper binaries", Setup: func(context.Context) (func(context.Context) error, error) {
+			if err := unpack(); err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { <-ctx.Done(); return nil }, nil
+		}}
+		comps = append([]supervisor.Component{helpers}, comps...)
+	}
+	return comps
 }
 
 // Kube are the parts that talk to the apiserver: kubelet, flannel,

@@ -32,6 +32,20 @@ func Extract(dataDir string, log *slog.Logger) (string, error) {
 	return extract(dataDir, archive, archiveSum(), log)
 }
 
+// BinDir is the directory Extract unpacks the helper binaries into, known
+// before they are unpacked: the components that exec them can be set up
+// while the unpacking runs alongside the control plane.
+func BinDir(dataDir string) (string, error) {
+	sum := archiveSum()
+	if len(archive) == 0 || sum == "" {
+		return "", ErrNoHelpers
+	}
+	if dataDir == "" {
+		return "", fmt.Errorf("%s: empty data dir", what)
+	}
+	return filepath.Join(unpack.Archive{SHA256: sum}.Dir(layout.New(dataDir).Data()), "bin"), nil
+}
+
 // Verify fully checks the helper binaries extracted under dataDir: the
 // manifest, then the sha256 of every file. It repairs nothing; remove
 // <dataDir>/data/<Hash()> and call Extract to unpack again.

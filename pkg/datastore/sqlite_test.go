@@ -45,7 +45,7 @@ func TestPrepareSQLiteNewFile(t *testing.T) {
 	}
 }
 
-// An existing database in SQLite's default layout (4 KiB pages, no vacuum) is
+// An existing database in SQLite's default layout (no auto-vacuum) is
 // rewritten once, its rows kept; then freed pages go back to the filesystem.
 func TestPrepareSQLiteConvertsAndVacuums(t *testing.T) {
 	ctx := context.Background()
@@ -66,8 +66,8 @@ func TestPrepareSQLiteConvertsAndVacuums(t *testing.T) {
 		}
 	}
 	db.Close()
-	if ps, _ := layoutOf(t, path); ps == sqlitePageSize {
-		t.Fatalf("test database already has %d-byte pages", ps)
+	if _, v := layoutOf(t, path); v == autoVacuumIncremental {
+		t.Fatal("test database already has incremental vacuum")
 	}
 
 	var logged strings.Builder
