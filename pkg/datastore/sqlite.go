@@ -14,9 +14,10 @@ import (
 // so the pages kine's compaction frees can be given back to the filesystem
 // (see vacuumStep) instead of the file staying at its high-water mark for
 // ever. The page size stays SQLite's 4 KiB: 1 KiB pages made the WAL a
-// quarter of the size but, measured with write_bytes, not fewer bytes
-// written at idle (296 KiB/min either way: the WAL is checkpointed four
-// times as often), and larger objects spill into more overflow pages.
+// quarter of the size, but the bytes written at idle (write_bytes) moved
+// within run-to-run noise (296 KiB/min with 1 KiB pages, 287-362 with 4 KiB
+// in three runs: the WAL is checkpointed four times as often), and larger
+// objects would spill into more overflow pages.
 //
 // The mode takes effect only when the first table is created, or through a
 // VACUUM: a new file gets it before kine creates its schema; an existing
