@@ -41,7 +41,15 @@ type state struct {
 	Server string        `json:"server"`
 	Config ClusterConfig `json:"config"`
 	Node   string        `json:"node"`
+	// Version is credsVersion when the node joined.
+	Version int `json:"version,omitempty"`
 }
+
+// credsVersion changes when the credentials a server issues change in a way
+// stored ones cannot follow; a node with older ones joins again (with its
+// token). 2: keys generated on the node, kubelet serving certificates from
+// the kubelet-serving CA, a flannel identity per node.
+const credsVersion = 2
 
 func statePath(dir string) string { return filepath.Join(dir, "join.json") }
 
@@ -51,11 +59,21 @@ func statePath(dir string) string { return filepath.Join(dir, "join.json") }
 // server is unreachable, until ctx ends).
 func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, nodecreds.Files, error) {
 	creds := nodecreds.In(req.Dir)
+	password, err := nodePassword(req.Dir)
+	if err != nil {
+		return ClusterConfig{}, creds, err
+	}
 	var st state
 	if data, err := os.ReadFile(statePath(req.Dir)); err == nil && json.Unmarshal(data, &st) == nil &&
 		st.Server == req.Server && st.Node == req.NodeName && creds.Valid(time.Now()) == nil {
-		log.Info("using stored node credentials", "server", req.Server, "node", req.NodeName)
-		return st.Config, creds, nil
+		if st.Version == credsVersion {
+			log.Info("using stored node credentials", "server", req.Server, "node", req.NodeName)
+			if err := recheckPassword(ctx, req.Server, creds, password, log); err != nil {
+				return ClusterConfig{}, creds, err
+			}
+			return st.Config, creds, nil
+		}
+		log.Info("the stored node credentials are from an older bramble: joining again", "server", req.Server)
 	}
 	if req.Token == "" {
 		return ClusterConfig{}, creds, fmt.Errorf("%w: --token (BRAMBLE_TOKEN) is required to join %s", ErrRefused, req.Server)
@@ -64,27 +82,17 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 	if err != nil {
 		return ClusterConfig{}, creds, fmt.Errorf("%w: --token: %w", ErrRefused, err)
 	}
-	password, err := nodePassword(req.Dir)
+	csrs, err := creds.CSRs(req.NodeName)
 	if err != nil {
 		return ClusterConfig{}, creds, err
 	}
 	var resp NodeResponse
-	for attempt := 0; ; attempt++ {
-		resp, err = join(ctx, req, tok, password, log)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, ErrRefused) {
-			return ClusterConfig{}, creds, err
-		}
-		if attempt%6 == 0 {
-			log.Warn("waiting for the server", "server", req.Server, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ClusterConfig{}, creds, fmt.Errorf("join %s: %w (last error: %w)", req.Server, ctx.Err(), err)
-		case <-time.After(2 * time.Second):
-		}
+	err = retry(ctx, req.Server, log, func() error {
+		resp, err = join(ctx, req, tok, password, csrs, log)
+		return err
+	})
+	if err != nil {
+		return ClusterConfig{}, creds, err
 	}
 	if err := creds.Write(resp.Certs); err != nil {
 		return ClusterConfig{}, creds, err
@@ -92,7 +100,7 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 	if err := creds.WriteKubeconfigs(req.Server); err != nil {
 		return ClusterConfig{}, creds, err
 	}
-	data, err := json.MarshalIndent(state{Server: req.Server, Config: resp.Config, Node: req.NodeName}, "", "  ")
+	data, err := json.MarshalIndent(state{Server: req.Server, Config: resp.Config, Node: req.NodeName, Version: credsVersion}, "", "  ")
 	if err != nil {
 		return ClusterConfig{}, creds, err
 	}
@@ -100,6 +108,86 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 		return ClusterConfig{}, creds, err
 	}
 	return resp.Config, creds, nil
+}
+
+// retry calls f until it succeeds, is refused (ErrRefused) or ctx ends,
+// every 2 s while the server cannot be reached.
+func retry(ctx context.Context, server string, log *slog.Logger, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || errors.Is(err, ErrRefused) {
+			return err
+		}
+		if attempt%6 == 0 {
+			log.Warn("waiting for the server", "server", server, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join %s: %w (last error: %w)", server, ctx.Err(), err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// recheckWait is how long a start with stored credentials waits for the
+// server to re-check the node password before it goes on without.
+const recheckWait = 15 * time.Second
+
+// recheckPassword has the server check (and, when missing, store again) the
+// node password, so that a name stays this machine's after `kubectl delete
+// node` and a name another machine has since taken is refused. A server that
+// cannot be reached within recheckWait does not keep the node from starting
+// with its stored credentials (a Pi cluster whose server is rebooting).
+func recheckPassword(ctx context.Context, server string, creds nodecreds.Files, password string, log *slog.Logger) error {
+	cert, err := tls.LoadX509KeyPair(creds.Cert(nodecreds.KubeletClient), creds.Key(nodecreds.KubeletClient))
+	if err != nil {
+		return fmt.Errorf("node credentials: %w", err)
+	}
+	ca, err := os.ReadFile(creds.ServerCA)
+	if err != nil {
+		return fmt.Errorf("node credentials: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return fmt.Errorf("node credentials: %s holds no certificate", creds.ServerCA)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}
+	wctx, cancel := context.WithTimeout(ctx, recheckWait)
+	defer cancel()
+	err = retry(wctx, server, log, func() error {
+		r, err := http.NewRequestWithContext(wctx, http.MethodPost, server+PasswordPath, nil)
+		if err != nil {
+			return err
+		}
+		r.Header.Set(PasswordHeader, password)
+		body, code, err := send(client, r)
+		if err != nil {
+			return err
+		}
+		msg := strings.TrimSpace(string(body))
+		switch code {
+		case http.StatusOK:
+			return nil
+		case http.StatusConflict, http.StatusUnauthorized, http.StatusForbidden:
+			return fmt.Errorf("%w by %s: %s", ErrRefused, server, msg)
+		default:
+			return fmt.Errorf("node password check at %s: HTTP %d: %s", server, code, msg)
+		}
+	})
+	switch {
+	case err == nil:
+		log.Debug("node password checked", "server", server)
+		return nil
+	case errors.Is(err, ErrRefused):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		log.Warn("could not re-check the node password; starting with the stored credentials", "server", server, "err", err)
+		return nil
+	}
 }
 
 // FetchCA gets the server's CA bundle. The connection is not verified: the
@@ -125,7 +213,7 @@ func FetchCA(ctx context.Context, server string) ([]byte, error) {
 	return body, nil
 }
 
-func join(ctx context.Context, req Request, tok token.Token, password string, log *slog.Logger) (NodeResponse, error) {
+func join(ctx context.Context, req Request, tok token.Token, password string, csrs map[string][]byte, log *slog.Logger) (NodeResponse, error) {
 	ca, err := FetchCA(ctx, req.Server)
 	if err != nil {
 		return NodeResponse{}, err
@@ -146,7 +234,7 @@ func join(ctx context.Context, req Request, tok token.Token, password string, lo
 	if user == "" {
 		user = token.AgentUser
 	}
-	payload, err := json.Marshal(NodeRequest{NodeName: req.NodeName, NodeIP: req.NodeIP.String()})
+	payload, err := json.Marshal(NodeRequest{NodeName: req.NodeName, NodeIP: req.NodeIP.String(), CSRs: csrs})
 	if err != nil {
 		return NodeResponse{}, err
 	}

@@ -109,7 +109,7 @@ func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Ti
 			return false, nil
 		}
 	}
-	chain, err := ca.sign(key, leaf, now)
+	chain, err := ca.sign(key.Public(), leaf, now)
 	if err != nil {
 		return false, err
 	}
@@ -124,24 +124,68 @@ func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Ti
 	return true, nil
 }
 
-// Issue signs a new certificate for leaf with a new key, in memory: for a
-// node that joins over the network. It returns the chain (leaf then CA) and
-// the key, PEM-encoded.
-func (ca *Authority) Issue(leaf Leaf, now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, keyPEM, err := newKey()
-	if err != nil {
-		return nil, nil, err
+// SignCSR signs, for leaf, the public key of a PEM certificate signing
+// request: for a node that joins over the network and keeps its private key.
+// The request's signature proves the sender holds the key; its subject and
+// names are ignored (leaf says what the certificate holds). It returns the
+// chain (leaf then CA), PEM-encoded.
+func (ca *Authority) SignCSR(csrPEM []byte, leaf Leaf, now time.Time) ([]byte, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("%s: not a PEM certificate request", leaf.CommonName)
 	}
-	chain, err := ca.sign(key, leaf, now)
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("%s: %w", leaf.CommonName, err)
 	}
-	return chain, keyPEM, nil
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%s: certificate request signature: %w", leaf.CommonName, err)
+	}
+	return ca.sign(csr.PublicKey, leaf, now)
+}
+
+// CSR returns a PEM certificate signing request for the key at keyPath,
+// creating the key (0600) when there is none. The key never leaves the file.
+func CSR(keyPath, commonName string) ([]byte, error) {
+	key, err := readKey(keyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		var keyPEM []byte
+		if key, keyPEM, err = newKey(); err != nil {
+			return nil, err
+		}
+		if err := WriteSecret(keyPath, keyPEM); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: commonName}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", keyPath, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// MatchesKey says whether the certificate at certPath holds the public key of
+// the private key at keyPath.
+func MatchesKey(certPath, keyPath string) error {
+	cert, _, err := readCert(certPath)
+	if err != nil {
+		return err
+	}
+	key, err := readKey(keyPath)
+	if err != nil {
+		return err
+	}
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return fmt.Errorf("%s does not hold the public key of %s", certPath, keyPath)
+	}
+	return nil
 }
 
 // sign returns the PEM chain (leaf then CA, so that clients which trust only
 // a bundle can verify it) of a certificate for leaf and key.
-func (ca *Authority) sign(key crypto.Signer, leaf Leaf, now time.Time) ([]byte, error) {
+func (ca *Authority) sign(pub crypto.PublicKey, leaf Leaf, now time.Time) ([]byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: leaf.Organization},
@@ -157,7 +201,7 @@ func (ca *Authority) sign(key crypto.Signer, leaf Leaf, now time.Time) ([]byte, 
 	if leaf.Server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign %s: %w", leaf.CommonName, err)
 	}

@@ -129,6 +129,10 @@ func TestCluster(t *testing.T) {
 		{"BareSecretJoinAndNameFreedByDelete", e.bareSecretJoin},
 		{"AgentStopAndRejoin", e.agentStopAndRejoin},
 		{"ServerRestartKeepsAgentPods", e.serverRestart},
+		{"ForgedNameRefused", e.forgedNameRefused},
+		{"JoinSendsNoPrivateKey", e.joinSendsNoPrivateKey},
+		{"FlannelOwnNodeOnly", e.flannelOwnNodeOnly},
+		{"NameKeptAfterDeleteNode", e.nameKeptAfterDeleteNode},
 	} {
 		t.Run(check.name, func(t *testing.T) {
 			if *nodeCount < 3 {
@@ -485,7 +489,7 @@ func (e *env) bareSecretJoin(t *testing.T) {
 		if err := e.cs.CoreV1().Nodes().Delete(e.ctx(time.Minute), "pi4", metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("kubectl delete node pi4: %v", err)
 		}
-		testutil.WaitFor(t, time.Minute, "pi4's node password freed", func() bool {
+		testutil.WaitFor(t, 2*time.Minute, "pi4's node password freed (30 s after the delete)", func() bool {
 			_, err := e.cs.CoreV1().Secrets("kube-system").Get(e.ctx(time.Minute), "pi4.node-password.bramble", metav1.GetOptions{})
 			return err != nil
 		})
