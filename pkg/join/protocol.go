@@ -18,6 +18,10 @@ const (
 	// PasswordPath re-checks a joined node's password: the node proves its
 	// name with its kubelet client certificate.
 	PasswordPath = "/v1-bramble/node-password"
+	// RenewPath renews a joined node's certificates before they expire: the
+	// node proves its name with its current kubelet client certificate and
+	// its node password, and sends new certificate requests (no token).
+	RenewPath = "/v1-bramble/node-certs"
 	// PasswordHeader carries the node password.
 	PasswordHeader = "Bramble-Node-Password"
 )

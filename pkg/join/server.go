@@ -111,6 +111,8 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 			s.serveNode(w, r)
 		case PasswordPath:
 			s.servePassword(w, r)
+		case RenewPath:
+			s.serveRenew(w, r)
 		default:
 			for _, m := range s.mounts {
 				if strings.HasPrefix(r.URL.Path, m.prefix) {
@@ -236,38 +238,83 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 // hash when the name has none (after `kubectl delete node`, say) and refuses
 // a password that differs from the stored one.
 func (s *Server) servePassword(w http.ResponseWriter, r *http.Request) {
+	node, ok := s.provenNode(w, r)
+	if !ok {
+		return
+	}
+	s.log.Debug("node password checked", "node", node)
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// serveRenew signs new certificates for a joined node before its current
+// ones expire: the node proves its name as for servePassword.
+func (s *Server) serveRenew(w http.ResponseWriter, r *http.Request) {
+	node, ok := s.provenNode(w, r)
+	if !ok {
+		return
+	}
+	var req NodeRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		http.Error(w, "bad renewal request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	ip := net.ParseIP(req.NodeIP)
+	switch {
+	case req.NodeName != node:
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("node %s asked for certificates of %q", node, req.NodeName))
+		return
+	case ip == nil:
+		http.Error(w, fmt.Sprintf("node IP %q is not an IP address", req.NodeIP), http.StatusBadRequest)
+		return
+	}
+	if err := s.issuer.Reserved(node, ip); err != nil {
+		s.refuse(w, r, http.StatusForbidden, err.Error())
+		return
+	}
+	certs, err := s.issuer.SignNode(node, ip, req.CSRs)
+	if err != nil {
+		s.refuse(w, r, http.StatusBadRequest, "could not sign the node's certificates: "+err.Error())
+		return
+	}
+	s.log.Info("node certificates renewed", "node", node, "ip", ip)
+	writeJSON(w, NodeResponse{Config: s.config, Certs: certs})
+}
+
+// provenNode is the node a request comes from, proven by its kubelet client
+// certificate and its node password (re-stored when missing). It writes the
+// refusal itself.
+func (s *Server) provenNode(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
-		return
+		return "", false
 	}
 	node, err := s.nodeOf(r)
 	if err != nil {
 		s.refuse(w, r, http.StatusUnauthorized, err.Error())
-		return
+		return "", false
 	}
 	password := r.Header.Get(PasswordHeader)
 	if len(password) < 16 {
 		http.Error(w, "missing or short node password", http.StatusBadRequest)
-		return
+		return "", false
 	}
 	cs := s.kube()
 	if cs == nil {
 		http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
-		return
+		return "", false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if err := claimNodeName(ctx, cs, node, password, true); err != nil {
 		if errors.Is(err, errNameTaken) {
 			s.refuse(w, r, http.StatusConflict, err.Error())
-			return
+			return "", false
 		}
 		s.log.Error("node password", "node", node, "err", err)
 		http.Error(w, "node password check failed on the server", http.StatusServiceUnavailable)
-		return
+		return "", false
 	}
-	s.log.Debug("node password checked", "node", node)
-	_, _ = io.WriteString(w, "ok\n")
+	return node, true
 }
 
 // nodeOf is the node name in the request's kubelet client certificate,

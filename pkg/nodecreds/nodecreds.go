@@ -128,11 +128,11 @@ func (c Files) WriteKubeconfigs(server string) error {
 }
 
 // Valid says whether the stored credentials can be used as they are: every
-// certificate present and good for more than pki.RenewBefore, and the
+// certificate present, not due for renewal (pki.NeedsRenewal), and the
 // kubeconfigs present.
 func (c Files) Valid(now time.Time) error {
 	for _, name := range identities {
-		if err := pki.ValidFor(c.Cert(name), pki.RenewBefore, now); err != nil {
+		if err := pki.CheckCurrent(c.Cert(name), now); err != nil {
 			return err
 		}
 		if err := pki.MatchesKey(c.Cert(name), c.Key(name)); err != nil {
@@ -154,6 +154,53 @@ const FlannelGroup = "bramble:flannel"
 
 // FlannelUser is the flannel identity of one node.
 func FlannelUser(nodeName string) string { return FlannelGroup + ":" + nodeName }
+
+// Usable says whether the stored credentials can still authenticate the
+// node, due for renewal or not: every certificate present, matching its key
+// and not expired.
+func (c Files) Usable(now time.Time) error {
+	for _, name := range identities {
+		cert, err := pki.ReadCert(c.Cert(name))
+		if err != nil {
+			return err
+		}
+		if now.After(cert.NotAfter) {
+			return fmt.Errorf("%s expired at %s", c.Cert(name), cert.NotAfter.Format(time.RFC3339))
+		}
+		if err := pki.MatchesKey(c.Cert(name), c.Key(name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Expiry is when the first of the node's certificates expires (zero when
+// one cannot be read).
+func (c Files) Expiry() time.Time {
+	var first time.Time
+	for _, name := range identities {
+		cert, err := pki.ReadCert(c.Cert(name))
+		if err != nil {
+			return time.Time{}
+		}
+		if first.IsZero() || cert.NotAfter.Before(first) {
+			first = cert.NotAfter
+		}
+	}
+	return first
+}
+
+// ShortestLifetime is the shortest validity among the node's certificates
+// (pki.LeafLifetime when none can be read).
+func (c Files) ShortestLifetime() time.Duration {
+	shortest := pki.LeafLifetime
+	for _, name := range identities {
+		if cert, err := pki.ReadCert(c.Cert(name)); err == nil {
+			shortest = min(shortest, cert.NotAfter.Sub(cert.NotBefore))
+		}
+	}
+	return shortest
+}
 
 // Leaves are the certificates a node needs, by identity name.
 func Leaves(nodeName string, nodeIP net.IP) map[string]pki.Leaf {

@@ -24,17 +24,23 @@ import (
 const (
 	// CALifetime is the validity of a new certificate authority.
 	CALifetime = 10 * 365 * 24 * time.Hour
-	// LeafLifetime is the validity of a new leaf certificate.
+	// LeafLifetime is the default validity of a new leaf certificate.
 	LeafLifetime = 365 * 24 * time.Hour
-	// RenewBefore is how close to expiry a leaf is renewed at start.
-	RenewBefore = 120 * 24 * time.Hour
 )
+
+// NeedsRenewal says whether a certificate has less than a third of its
+// lifetime left (about 4 months of a year's certificate).
+func NeedsRenewal(cert *x509.Certificate, now time.Time) bool {
+	return cert.NotAfter.Sub(now) < cert.NotAfter.Sub(cert.NotBefore)/3
+}
 
 // Authority is a certificate authority whose key is on disk.
 type Authority struct {
 	Cert     *x509.Certificate
 	CertPEM  []byte
 	CertPath string
+	// Lifetime is the validity of the leaves it signs (0: LeafLifetime).
+	Lifetime time.Duration
 	key      crypto.Signer
 }
 
@@ -90,7 +96,7 @@ type Leaf struct {
 }
 
 // EnsureLeaf makes sure certPath/keyPath hold a certificate for leaf signed by
-// ca, valid for more than RenewBefore. It reuses the existing key. It reports
+// ca that does not need renewal yet (NeedsRenewal). It reuses the existing key. It reports
 // whether a new certificate was written.
 func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Time) (bool, error) {
 	key, err := readKey(keyPath)
@@ -189,8 +195,8 @@ func (ca *Authority) sign(pub crypto.PublicKey, leaf Leaf, now time.Time) ([]byt
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: leaf.Organization},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(LeafLifetime),
+		NotBefore:    now.Add(-min(time.Hour, ca.lifetime()/10)), // clocks a little behind
+		NotAfter:     now.Add(ca.lifetime()),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		DNSNames:     leaf.DNSNames,
 		IPAddresses:  leaf.IPs,
@@ -208,15 +214,22 @@ func (ca *Authority) sign(pub crypto.PublicKey, leaf Leaf, now time.Time) ([]byt
 	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CertPEM...), nil
 }
 
-// ValidFor returns an error when the certificate at path (the first in the
-// file) cannot be read or expires within d of now.
-func ValidFor(path string, d time.Duration, now time.Time) error {
+func (ca *Authority) lifetime() time.Duration {
+	if ca.Lifetime > 0 {
+		return ca.Lifetime
+	}
+	return LeafLifetime
+}
+
+// CheckCurrent returns an error when the certificate at path (the first in
+// the file) cannot be read or needs renewal (NeedsRenewal).
+func CheckCurrent(path string, now time.Time) error {
 	cert, _, err := readCert(path)
 	if err != nil {
 		return err
 	}
-	if cert.NotAfter.Sub(now) < d {
-		return fmt.Errorf("%s expires at %s", path, cert.NotAfter.Format(time.RFC3339))
+	if NeedsRenewal(cert, now) {
+		return fmt.Errorf("%s expires at %s: renew it", path, cert.NotAfter.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -230,7 +243,7 @@ func (ca *Authority) current(cert *x509.Certificate, key crypto.Signer, leaf Lea
 	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
 		return false
 	}
-	if cert.NotAfter.Sub(now) < RenewBefore {
+	if NeedsRenewal(cert, now) {
 		return false
 	}
 	if cert.Subject.CommonName != leaf.CommonName || !slices.Equal(cert.Subject.Organization, leaf.Organization) {
@@ -318,6 +331,12 @@ func readKey(path string) (crypto.Signer, error) {
 		}
 		return s, nil
 	}
+}
+
+// ReadCert reads the first certificate of a PEM file.
+func ReadCert(path string) (*x509.Certificate, error) {
+	c, _, err := readCert(path)
+	return c, err
 }
 
 func readCert(path string) (*x509.Certificate, []byte, error) {

@@ -14,8 +14,21 @@ import (
 // EnsureNodeCredentials issues, from the server's own CAs, the credentials for
 // the server's own node into dir (<data-dir>/agent), reusing current ones.
 func (cp *ControlPlane) EnsureNodeCredentials(nodeName string, nodeIP net.IP, dir string) (nodecreds.Files, error) {
-	now := time.Now()
-	nc := nodecreds.In(dir)
+	cp.ownNode = ownNode{name: nodeName, ip: nodeIP, dir: dir}
+	return cp.ensureNodeCredentials(time.Now())
+}
+
+// ownNode is the server's own node, whose credentials the server renews
+// itself (RenewCertificates).
+type ownNode struct {
+	name string
+	ip   net.IP
+	dir  string
+}
+
+func (cp *ControlPlane) ensureNodeCredentials(now time.Time) (nodecreds.Files, error) {
+	nodeName, nodeIP := cp.ownNode.name, cp.ownNode.ip
+	nc := nodecreds.In(cp.ownNode.dir)
 	if err := pki.WriteSecret(nc.ClientCA, cp.creds.clientCA.CertPEM); err != nil {
 		return nc, err
 	}
@@ -83,10 +96,13 @@ func (cp *ControlPlane) Reserved(nodeName string, nodeIP net.IP) error {
 }
 
 // signerFor: kubelet serving certificates come from the kubelet-serving CA
-// (only the apiserver trusts it), client certificates from the client CA.
+// (only the apiserver trusts it), client certificates from the client CA;
+// either signs for the node certificates' lifetime (--node-cert-validity).
 func (cp *ControlPlane) signerFor(leaf pki.Leaf) *pki.Authority {
+	ca := *cp.creds.clientCA
 	if leaf.Server {
-		return cp.creds.kubeletServingCA
+		ca = *cp.creds.kubeletServingCA
 	}
-	return cp.creds.clientCA
+	ca.Lifetime = cp.cfg.NodeCertLifetime
+	return &ca
 }

@@ -27,6 +27,7 @@ type ControlPlane struct {
 	join  *join.Server
 	// encryption: the apiserver reads the encryption config file.
 	encryption bool
+	ownNode    ownNode // set by EnsureNodeCredentials
 }
 
 // Prepare creates or reuses everything the control plane needs on disk.
@@ -99,7 +100,7 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap)
 	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy"))}
+		cp.deployController(cp.log.With("component", "deploy")), cp.certificates()}
 }
 
 // joinComponent enables the authenticated join endpoints once the apiserver

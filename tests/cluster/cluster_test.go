@@ -42,9 +42,10 @@ const (
 )
 
 type env struct {
-	t  *testing.T
-	c  *cluster.Cluster
-	cs *kubernetes.Clientset
+	t          *testing.T
+	c          *cluster.Cluster
+	cs         *kubernetes.Clientset
+	firstCerts map[string]string // node -> serial of its first kubelet client certificate
 }
 
 func TestCluster(t *testing.T) {
@@ -64,6 +65,9 @@ func TestCluster(t *testing.T) {
 		Name: "brtest", StateDir: stateDir,
 		Binary: testutil.Binary(t), Killall: filepath.Join(root, "scripts", "bramble-killall.sh"),
 		Images: images, Logf: t.Logf,
+		// Node certificates of a few minutes: every check below runs while
+		// they are renewed underneath (what a year does, in minutes).
+		ServerArgs: []string{"--node-cert-validity=" + nodeCertValidity.String()},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +117,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, c: c, cs: cs}
+	e := &env{t: t, c: c, cs: cs, firstCerts: e0certs(t, c)}
 
 	t.Run("NodesReady", e.nodesReady)
 	t.Run("IngressOnEveryNode", e.ingressOnEveryNode)
@@ -133,6 +137,7 @@ func TestCluster(t *testing.T) {
 		{"JoinSendsNoPrivateKey", e.joinSendsNoPrivateKey},
 		{"FlannelOwnNodeOnly", e.flannelOwnNodeOnly},
 		{"NameKeptAfterDeleteNode", e.nameKeptAfterDeleteNode},
+		{"NodeCertificatesRenewed", e.nodeCertificatesRenewed},
 	} {
 		t.Run(check.name, func(t *testing.T) {
 			if *nodeCount < 3 {

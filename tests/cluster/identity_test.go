@@ -276,3 +276,57 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// nodeCertValidity is the test cluster's --node-cert-validity: renewed a
+// third before expiry, several times over the checks.
+const nodeCertValidity = 3 * time.Minute
+
+// e0certs records each node's first kubelet client certificate.
+func e0certs(t *testing.T, c *cluster.Cluster) map[string]string {
+	out := map[string]string{}
+	for _, n := range c.Nodes() {
+		out[n.Host] = readCert(t, nodecreds.In(filepath.Join(n.DataDir(), "agent")).Cert(nodecreds.KubeletClient)).SerialNumber.String()
+	}
+	return out
+}
+
+// nodeCertificatesRenewed: with certificates of a few minutes, every node
+// renewed its own while running (no token, no restart needed) and the cluster
+// kept working: nodes Ready, the apiserver reaches every kubelet (logs).
+func (e *env) nodeCertificatesRenewed(t *testing.T) {
+	for _, n := range e.c.Nodes() {
+		if _, ok := e.firstCerts[n.Host]; !ok {
+			continue // pi4/pi5: joined later and gone
+		}
+		creds := nodecreds.In(filepath.Join(n.DataDir(), "agent"))
+		testutil.WaitFor(t, 2*nodeCertValidity, n.Host+" renewed its certificates", func() bool {
+			return readCert(t, creds.Cert(nodecreds.KubeletClient)).SerialNumber.String() != e.firstCerts[n.Host]
+		})
+		for _, id := range []string{nodecreds.KubeletClient, nodecreds.KubeletServing, nodecreds.KubeProxyClient, nodecreds.FlannelClient} {
+			c := readCert(t, creds.Cert(id))
+			if life := c.NotAfter.Sub(c.NotBefore); life > nodeCertValidity+time.Minute {
+				t.Errorf("%s %s is valid for %s, want about %s", n.Host, id, life, nodeCertValidity)
+			}
+			if time.Now().After(c.NotAfter) {
+				t.Errorf("%s %s expired at %s", n.Host, id, c.NotAfter)
+			}
+		}
+		if b, _ := os.ReadFile(n.LogFile()); !strings.Contains(string(b), "node certificates renewed") {
+			t.Errorf("%s logged no renewal", n.Host)
+		}
+	}
+	if err := e.c.WaitReady(e.ctx(2*time.Minute), true, e.node("pi1"), e.node("pi2"), e.node("pi3")); err != nil {
+		t.Error(err)
+	}
+	for _, host := range []string{"pi1", "pi2", "pi3"} {
+		pods, err := e.cs.CoreV1().Pods("").List(e.ctx(time.Minute), metav1.ListOptions{FieldSelector: "spec.nodeName=" + host + ",status.phase=Running"})
+		if err != nil || len(pods.Items) == 0 {
+			t.Errorf("running pods on %s: %v", host, err)
+			continue
+		}
+		p := pods.Items[0]
+		if _, err := e.cs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: p.Spec.Containers[0].Name}).DoRaw(e.ctx(time.Minute)); err != nil {
+			t.Errorf("logs of %s/%s on %s (the apiserver reaching the kubelet): %v", p.Namespace, p.Name, host, err)
+		}
+	}
+}
