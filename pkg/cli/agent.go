@@ -79,13 +79,15 @@ func runAgent(c *cli.Context) error {
 
 	start := time.Now()
 	log.Info("starting bramble agent", "server", serverURL, "node", nodeName, "ip", nodeIP, "data-dir", dataDir)
-	cc, creds, err := join.Ensure(ctx, join.Request{
+	joinReq := join.Request{
 		Server: serverURL, Token: c.String("token"), NodeName: nodeName, NodeIP: nodeIP,
 		Dir: layout.New(dataDir).Agent(),
-	}, log)
+	}
+	cc, creds, err := join.Ensure(ctx, joinReq, log)
 	if err != nil {
 		return err
 	}
+	tuneCertReload(creds.ShortestLifetime())
 	cl, err := clusterOf(cc)
 	if err != nil {
 		return fmt.Errorf("cluster settings from %s: %w", serverURL, err)
@@ -97,7 +99,12 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	components := node.Components(pause.Archive())
+	components := append(node.Components(pause.Archive()), &supervisor.InProcess{ComponentName: "node-certificates",
+		Setup: func(context.Context) (func(context.Context) error, error) {
+			return func(ctx context.Context) error {
+				return join.KeepCurrent(ctx, joinReq, log.With("component", "node-certificates"))
+			}, nil
+		}})
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble agent ready", "took", time.Since(start).Round(time.Millisecond), "node", nodeName)
 		go announceNodeReady(ctx, log, dataDir, nodeName, start)

@@ -87,6 +87,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			tokenCommand(),
 			secretsEncryptCommand(),
+			certificateCommand(),
 			imagesCommand(),
 			checkConfigCommand(),
 			killallScriptCommand(),

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bramble-pi/bramble/pkg/layout"
+	"github.com/bramble-pi/bramble/pkg/pki"
 )
 
 // env is the BRAMBLE_* variable for a flag name, plus any extra names.
@@ -126,6 +127,8 @@ func serverFlags() []cli.Flag {
 		&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "apiserver and supervisor HTTPS port", EnvVars: env("https-listen-port")},
 		str("advertise-address", "", "address the apiserver advertises to the cluster (default: the node IP)"),
 		list("tls-san", "extra host name or IP for the serving certificate (repeatable)"),
+		&cli.DurationFlag{Name: "node-cert-validity", Value: pki.LeafLifetime, EnvVars: env("node-cert-validity"),
+			Usage: "validity of the certificates the server signs for nodes; each node renews its own with a third left, without a token"},
 		str("cluster-cidr", "10.42.0.0/16", "pod network"),
 		str("service-cidr", "10.43.0.0/16", "service network"),
 		str("cluster-dns", "", "cluster DNS service IP (default: the 10th address of --service-cidr)"),

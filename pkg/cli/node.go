@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/client-go/transport"
 
 	"github.com/bramble-pi/bramble/pkg/agent"
 	"github.com/bramble-pi/bramble/pkg/bundle"
@@ -159,6 +160,13 @@ func serverNode(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc serv
 		return nil, err
 	}
 	return node, nil
+}
+
+// tuneCertReload makes client-go look at client certificate files often
+// enough for certificates of lifetime (every 5 min by default: a tenth of
+// the lifetime, for the short ones tests use). Set before any client starts.
+func tuneCertReload(lifetime time.Duration) {
+	transport.CertCallbackRefreshDuration = min(max(lifetime/10, 5*time.Second), 5*time.Minute)
 }
 
 // announceNodeReady logs (and tells the service manager) once the node's

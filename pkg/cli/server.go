@@ -18,6 +18,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/pause"
+	"github.com/bramble-pi/bramble/pkg/pki"
 	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/server"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
@@ -56,6 +57,7 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 
+	tuneCertReload(cfg.NodeCertLifetime)
 	start := time.Now()
 	cp, err := server.Prepare(cfg, log)
 	if err != nil {
@@ -112,10 +114,14 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		ControllerArgs:    passedArgs(c, "kube-controller-manager-arg"),
 		AuditLog:          c.String("audit-log"),
 		SecretsEncryption: c.Bool("secrets-encryption"),
+		NodeCertLifetime:  c.Duration("node-cert-validity"),
 	}
 	var err error
 	if cfg.DataDir == "" {
 		return cfg, errors.New("--data-dir must not be empty")
+	}
+	if cfg.NodeCertLifetime < 2*time.Minute || cfg.NodeCertLifetime > 10*pki.LeafLifetime {
+		return cfg, fmt.Errorf("--node-cert-validity: %s is not between 2m and 87600h (10 years)", cfg.NodeCertLifetime)
 	}
 	if cfg.HTTPSPort <= 0 || cfg.HTTPSPort > 65535 {
 		return cfg, fmt.Errorf("--https-listen-port: %d is not a port", cfg.HTTPSPort)

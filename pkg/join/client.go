@@ -41,21 +41,62 @@ type state struct {
 	Server string        `json:"server"`
 	Config ClusterConfig `json:"config"`
 	Node   string        `json:"node"`
+	// Version is credsVersion when the node joined.
+	Version int `json:"version,omitempty"`
 }
+
+// credsVersion changes when the credentials a server issues change in a way
+// stored ones cannot follow; a node with older ones joins again (with its
+// token). 2: keys generated on the node, kubelet serving certificates from
+// the kubelet-serving CA, a flannel identity per node.
+const credsVersion = 2
 
 func statePath(dir string) string { return filepath.Join(dir, "join.json") }
 
 // Ensure returns the cluster settings and the node's credentials: the stored
-// ones when the node has joined this server under this name before and its
-// certificates are current, else fetched from the server (retrying while the
-// server is unreachable, until ctx ends).
+// ones when the node has joined this server under this name before (its node
+// password re-checked; certificates due for renewal renewed with the current
+// ones), else new ones from a join with the token (retrying while the server
+// is unreachable, until ctx ends).
 func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, nodecreds.Files, error) {
 	creds := nodecreds.In(req.Dir)
+	password, err := nodePassword(req.Dir)
+	if err != nil {
+		return ClusterConfig{}, creds, err
+	}
 	var st state
+	stored := false
 	if data, err := os.ReadFile(statePath(req.Dir)); err == nil && json.Unmarshal(data, &st) == nil &&
-		st.Server == req.Server && st.Node == req.NodeName && creds.Valid(time.Now()) == nil {
+		st.Server == req.Server && st.Node == req.NodeName {
+		stored = true
+		if st.Version != credsVersion {
+			stored = false
+			log.Info("the stored node credentials are from an older bramble: joining again", "server", req.Server)
+		}
+	}
+	switch {
+	case stored && creds.Valid(time.Now()) == nil:
 		log.Info("using stored node credentials", "server", req.Server, "node", req.NodeName)
+		if err := recheckPassword(ctx, req.Server, creds, password, log); err != nil {
+			return ClusterConfig{}, creds, err
+		}
 		return st.Config, creds, nil
+	case stored && creds.Usable(time.Now()) == nil:
+		// Due for renewal, not expired: renewed with the current ones (this
+		// re-checks the node password too), no token needed.
+		wctx, cancel := context.WithTimeout(ctx, recheckWait)
+		err := retry(wctx, req.Server, log, func() error { return renew(wctx, req, creds) })
+		cancel()
+		if err == nil {
+			log.Info("node certificates renewed", "server", req.Server, "expires", creds.Expiry().Format(time.RFC3339))
+			return st.Config, creds, nil
+		}
+		if errors.Is(err, ErrRefused) && strings.Contains(err.Error(), errNameTaken.Error()) {
+			return ClusterConfig{}, creds, err
+		}
+		log.Warn("could not renew the node certificates with the current ones; joining with the token", "err", err)
+	case stored:
+		log.Info("the stored node certificates have expired: joining again with the token", "server", req.Server)
 	}
 	if req.Token == "" {
 		return ClusterConfig{}, creds, fmt.Errorf("%w: --token (BRAMBLE_TOKEN) is required to join %s", ErrRefused, req.Server)
@@ -64,27 +105,17 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 	if err != nil {
 		return ClusterConfig{}, creds, fmt.Errorf("%w: --token: %w", ErrRefused, err)
 	}
-	password, err := nodePassword(req.Dir)
+	csrs, err := creds.CSRs(req.NodeName)
 	if err != nil {
 		return ClusterConfig{}, creds, err
 	}
 	var resp NodeResponse
-	for attempt := 0; ; attempt++ {
-		resp, err = join(ctx, req, tok, password, log)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, ErrRefused) {
-			return ClusterConfig{}, creds, err
-		}
-		if attempt%6 == 0 {
-			log.Warn("waiting for the server", "server", req.Server, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ClusterConfig{}, creds, fmt.Errorf("join %s: %w (last error: %w)", req.Server, ctx.Err(), err)
-		case <-time.After(2 * time.Second):
-		}
+	err = retry(ctx, req.Server, log, func() error {
+		resp, err = join(ctx, req, tok, password, csrs, log)
+		return err
+	})
+	if err != nil {
+		return ClusterConfig{}, creds, err
 	}
 	if err := creds.Write(resp.Certs); err != nil {
 		return ClusterConfig{}, creds, err
@@ -92,7 +123,7 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 	if err := creds.WriteKubeconfigs(req.Server); err != nil {
 		return ClusterConfig{}, creds, err
 	}
-	data, err := json.MarshalIndent(state{Server: req.Server, Config: resp.Config, Node: req.NodeName}, "", "  ")
+	data, err := json.MarshalIndent(state{Server: req.Server, Config: resp.Config, Node: req.NodeName, Version: credsVersion}, "", "  ")
 	if err != nil {
 		return ClusterConfig{}, creds, err
 	}
@@ -100,6 +131,166 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 		return ClusterConfig{}, creds, err
 	}
 	return resp.Config, creds, nil
+}
+
+// retry calls f until it succeeds, is refused (ErrRefused) or ctx ends,
+// every 2 s while the server cannot be reached.
+func retry(ctx context.Context, server string, log *slog.Logger, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || errors.Is(err, ErrRefused) {
+			return err
+		}
+		if attempt%6 == 0 {
+			log.Warn("waiting for the server", "server", server, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join %s: %w (last error: %w)", server, ctx.Err(), err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// recheckWait is how long a start with stored credentials waits for the
+// server to re-check the node password before it goes on without.
+const recheckWait = 15 * time.Second
+
+// recheckPassword has the server check (and, when missing, store again) the
+// node password, so that a name stays this machine's after `kubectl delete
+// node` and a name another machine has since taken is refused. A server that
+// cannot be reached within recheckWait does not keep the node from starting
+// with its stored credentials (a Pi cluster whose server is rebooting).
+func recheckPassword(ctx context.Context, server string, creds nodecreds.Files, password string, log *slog.Logger) error {
+	client, err := nodeHTTPClient(creds)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, recheckWait)
+	defer cancel()
+	err = retry(wctx, server, log, func() error {
+		_, err := postAsNode(wctx, client, server+PasswordPath, password, nil)
+		return err
+	})
+	switch {
+	case err == nil:
+		log.Debug("node password checked", "server", server)
+		return nil
+	case errors.Is(err, ErrRefused):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		log.Warn("could not re-check the node password; starting with the stored credentials", "server", server, "err", err)
+		return nil
+	}
+}
+
+// nodeHTTPClient talks to the server as the node: its kubelet client
+// certificate, the server CA it joined with.
+func nodeHTTPClient(creds nodecreds.Files) (*http.Client, error) {
+	cert, err := tls.LoadX509KeyPair(creds.Cert(nodecreds.KubeletClient), creds.Key(nodecreds.KubeletClient))
+	if err != nil {
+		return nil, fmt.Errorf("node credentials: %w", err)
+	}
+	ca, err := os.ReadFile(creds.ServerCA)
+	if err != nil {
+		return nil, fmt.Errorf("node credentials: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("node credentials: %s holds no certificate", creds.ServerCA)
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}, nil
+}
+
+// postAsNode posts body (JSON, or nothing) with the node password; a refusal
+// (401, 403, 409) is ErrRefused.
+func postAsNode(ctx context.Context, client *http.Client, url, password string, body []byte) ([]byte, error) {
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Set(PasswordHeader, password)
+	r.Header.Set("Content-Type", "application/json")
+	data, code, err := send(client, r)
+	if err != nil {
+		return nil, err
+	}
+	switch code {
+	case http.StatusOK:
+		return data, nil
+	case http.StatusConflict, http.StatusUnauthorized, http.StatusForbidden:
+		return nil, fmt.Errorf("%w by %s: %s", ErrRefused, url, strings.TrimSpace(string(data)))
+	default:
+		return nil, fmt.Errorf("%s: HTTP %d: %s", url, code, strings.TrimSpace(string(data)))
+	}
+}
+
+// KeepCurrent renews the node's certificates through the server, with no
+// token, whenever one of them needs renewal (pki.NeedsRenewal: a third of
+// its lifetime left), checking every tenth of the shortest lifetime (at most
+// hourly), until ctx ends. The kubelet, kube-proxy and flannel read the new
+// files by themselves (client-go reloads client certificates; the kubelet
+// reloads its serving certificate).
+func KeepCurrent(ctx context.Context, req Request, log *slog.Logger) error {
+	creds := nodecreds.In(req.Dir)
+	for {
+		wait := CheckInterval(creds)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if creds.Valid(time.Now()) == nil {
+			continue
+		}
+		if err := renew(ctx, req, creds); err != nil {
+			if errors.Is(err, ErrRefused) {
+				log.Error("the server refused to renew this node's certificates: they will expire; join again with a token", "err", err)
+			} else if ctx.Err() == nil {
+				log.Warn("renewing node certificates failed; trying again", "server", req.Server, "err", err)
+			}
+			continue
+		}
+		log.Info("node certificates renewed", "server", req.Server, "expires", creds.Expiry().Format(time.RFC3339))
+	}
+}
+
+// CheckInterval is how often KeepCurrent looks at the certificates: a tenth
+// of the shortest lifetime among them, between 5 s and an hour.
+func CheckInterval(creds nodecreds.Files) time.Duration {
+	return min(max(creds.ShortestLifetime()/10, 5*time.Second), time.Hour)
+}
+
+func renew(ctx context.Context, req Request, creds nodecreds.Files) error {
+	password, err := nodePassword(req.Dir)
+	if err != nil {
+		return err
+	}
+	client, err := nodeHTTPClient(creds)
+	if err != nil {
+		return err
+	}
+	csrs, err := creds.CSRs(req.NodeName)
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(NodeRequest{NodeName: req.NodeName, NodeIP: req.NodeIP.String(), CSRs: csrs})
+	if err != nil {
+		return err
+	}
+	body, err := postAsNode(ctx, client, req.Server+RenewPath, password, payload)
+	if err != nil {
+		return err
+	}
+	var resp NodeResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return fmt.Errorf("renew at %s: bad answer: %w", req.Server, err)
+	}
+	return creds.Write(resp.Certs)
 }
 
 // FetchCA gets the server's CA bundle. The connection is not verified: the
@@ -125,7 +316,7 @@ func FetchCA(ctx context.Context, server string) ([]byte, error) {
 	return body, nil
 }
 
-func join(ctx context.Context, req Request, tok token.Token, password string, log *slog.Logger) (NodeResponse, error) {
+func join(ctx context.Context, req Request, tok token.Token, password string, csrs map[string][]byte, log *slog.Logger) (NodeResponse, error) {
 	ca, err := FetchCA(ctx, req.Server)
 	if err != nil {
 		return NodeResponse{}, err
@@ -146,7 +337,7 @@ func join(ctx context.Context, req Request, tok token.Token, password string, lo
 	if user == "" {
 		user = token.AgentUser
 	}
-	payload, err := json.Marshal(NodeRequest{NodeName: req.NodeName, NodeIP: req.NodeIP.String()})
+	payload, err := json.Marshal(NodeRequest{NodeName: req.NodeName, NodeIP: req.NodeIP.String(), CSRs: csrs})
 	if err != nil {
 		return NodeResponse{}, err
 	}

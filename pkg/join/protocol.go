@@ -1,8 +1,10 @@
 // Package join is how a node joins a bramble server: the server side serves
 // the CA (/cacerts, unauthenticated) and, to a node that presents a valid
 // token and its node password, the cluster settings and the node's
-// certificates; the client side checks the server's CA against the token's
-// hash before it sends any secret.
+// certificates, signed for the keys the node generated (no private key
+// crosses the wire); the client side checks the server's CA against the
+// token's hash before it sends any secret. A joined node re-checks its node
+// password at every start (PasswordPath), authenticated by its certificate.
 package join
 
 import (
@@ -13,6 +15,13 @@ import (
 const (
 	CACertsPath = "/cacerts"
 	NodePath    = "/v1-bramble/node"
+	// PasswordPath re-checks a joined node's password: the node proves its
+	// name with its kubelet client certificate.
+	PasswordPath = "/v1-bramble/node-password"
+	// RenewPath renews a joined node's certificates before they expire: the
+	// node proves its name with its current kubelet client certificate and
+	// its node password, and sends new certificate requests (no token).
+	RenewPath = "/v1-bramble/node-certs"
 	// PasswordHeader carries the node password.
 	PasswordHeader = "Bramble-Node-Password"
 )
@@ -30,6 +39,9 @@ type ClusterConfig struct {
 type NodeRequest struct {
 	NodeName string `json:"nodeName"`
 	NodeIP   string `json:"nodeIP"`
+	// CSRs are PEM certificate requests by identity name
+	// (nodecreds.KubeletClient, ...): they carry the node's public keys.
+	CSRs map[string][]byte `json:"csrs"`
 }
 
 // NodeResponse carries them, with the cluster settings.

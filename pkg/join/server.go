@@ -2,6 +2,7 @@ package join
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,13 +27,33 @@ import (
 // passwords) and answer 503 until SetClient is called.
 type Server struct {
 	caBundle   []byte
+	clientCAs  *x509.CertPool // verifies nodes' kubelet client certificates
 	config     ClusterConfig
 	secrets    []token.Token // server token, agent token: secrets that join
 	serverNode string        // the server's own node name, never given out
-	issue      func(nodeName string, nodeIP net.IP) (nodecreds.Bundle, error)
+	issuer     Issuer
 	log        *slog.Logger
 	client     atomic.Pointer[clientHolder]
 	mounts     []mount
+}
+
+// Issuer signs a joining node's certificates.
+type Issuer interface {
+	// Reserved says why a node may not hold a name or address (nil when it
+	// may): the apiserver's own, loopback, the cluster's networks...
+	Reserved(nodeName string, nodeIP net.IP) error
+	// SignNode signs the node's certificate requests (by identity name).
+	SignNode(nodeName string, nodeIP net.IP, csrs map[string][]byte) (nodecreds.Bundle, error)
+}
+
+// ServerOptions are what the join endpoints serve and check.
+type ServerOptions struct {
+	CABundle   []byte // the server CA, served at /cacerts and hashed into tokens
+	ClientCA   []byte // the CA of nodes' client certificates (PasswordPath)
+	Cluster    ClusterConfig
+	Tokens     []token.Token // static tokens that may join: server and agent token
+	ServerNode string        // the server's own node name
+	Issuer     Issuer
 }
 
 // mount is another handler served on the same port (the image registry).
@@ -40,18 +62,20 @@ type mount struct {
 	handler http.Handler
 }
 
-// NewServer returns the join handlers. tokens are the static tokens that
-// may join (the server token and, if set, the agent token); bootstrap tokens
-// are looked up in the cluster.
-func NewServer(caBundle []byte, cfg ClusterConfig, tokens []token.Token, serverNode string,
-	issue func(string, net.IP) (nodecreds.Bundle, error), log *slog.Logger) *Server {
-	s := &Server{caBundle: caBundle, config: cfg, serverNode: serverNode, issue: issue, log: log}
-	for _, t := range tokens {
+// NewServer returns the join handlers. Bootstrap tokens are looked up in
+// the cluster; o.Tokens with an empty secret are ignored.
+func NewServer(o ServerOptions, log *slog.Logger) (*Server, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(o.ClientCA) {
+		return nil, errors.New("join: the client CA is not a PEM certificate")
+	}
+	s := &Server{caBundle: o.CABundle, clientCAs: pool, config: o.Cluster, serverNode: o.ServerNode, issuer: o.Issuer, log: log}
+	for _, t := range o.Tokens {
 		if t.Secret != "" {
 			s.secrets = append(s.secrets, t)
 		}
 	}
-	return s
+	return s, nil
 }
 
 // clientHolder lets an interface value sit in an atomic.Pointer.
@@ -85,6 +109,10 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 			_, _ = w.Write(s.caBundle)
 		case NodePath:
 			s.serveNode(w, r)
+		case PasswordPath:
+			s.servePassword(w, r)
+		case RenewPath:
+			s.serveRenew(w, r)
 		default:
 			for _, m := range s.mounts {
 				if strings.HasPrefix(r.URL.Path, m.prefix) {
@@ -172,6 +200,14 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusConflict, fmt.Sprintf("node name %q is already registered by another machine (the server's own node); pick another --node-name", req.NodeName))
 		return
 	}
+	if err := s.issuer.Reserved(req.NodeName, ip); err != nil {
+		s.refuse(w, r, http.StatusForbidden, err.Error()+"; pick another --node-name or --node-ip")
+		return
+	}
+	if len(req.CSRs) == 0 {
+		http.Error(w, "the join request has no certificate requests: this agent is older than the server; upgrade it", http.StatusBadRequest)
+		return
+	}
 	cs := s.kube()
 	if cs == nil {
 		http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
@@ -179,7 +215,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if err := claimNodeName(ctx, cs, req.NodeName, password); err != nil {
+	if err := claimNodeName(ctx, cs, req.NodeName, password, false); err != nil {
 		if errors.Is(err, errNameTaken) {
 			s.refuse(w, r, http.StatusConflict, err.Error())
 			return
@@ -188,14 +224,118 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node password check failed on the server", http.StatusServiceUnavailable)
 		return
 	}
-	certs, err := s.issue(req.NodeName, ip)
+	certs, err := s.issuer.SignNode(req.NodeName, ip, req.CSRs)
 	if err != nil {
-		s.log.Error("issue node credentials", "node", req.NodeName, "err", err)
-		http.Error(w, "could not issue node credentials", http.StatusInternalServerError)
+		s.refuse(w, r, http.StatusBadRequest, "could not sign the node's certificates: "+err.Error())
 		return
 	}
 	s.log.Info("node joined", "node", req.NodeName, "ip", ip, "with", via, "from", r.RemoteAddr)
 	writeJSON(w, NodeResponse{Config: s.config, Certs: certs})
+}
+
+// servePassword re-checks the node password of a joined node, which proves
+// its name with its kubelet client certificate: it stores the password's
+// hash when the name has none (after `kubectl delete node`, say) and refuses
+// a password that differs from the stored one.
+func (s *Server) servePassword(w http.ResponseWriter, r *http.Request) {
+	node, ok := s.provenNode(w, r)
+	if !ok {
+		return
+	}
+	s.log.Debug("node password checked", "node", node)
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// serveRenew signs new certificates for a joined node before its current
+// ones expire: the node proves its name as for servePassword.
+func (s *Server) serveRenew(w http.ResponseWriter, r *http.Request) {
+	node, ok := s.provenNode(w, r)
+	if !ok {
+		return
+	}
+	var req NodeRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		http.Error(w, "bad renewal request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	ip := net.ParseIP(req.NodeIP)
+	switch {
+	case req.NodeName != node:
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("node %s asked for certificates of %q", node, req.NodeName))
+		return
+	case ip == nil:
+		http.Error(w, fmt.Sprintf("node IP %q is not an IP address", req.NodeIP), http.StatusBadRequest)
+		return
+	}
+	if err := s.issuer.Reserved(node, ip); err != nil {
+		s.refuse(w, r, http.StatusForbidden, err.Error())
+		return
+	}
+	certs, err := s.issuer.SignNode(node, ip, req.CSRs)
+	if err != nil {
+		s.refuse(w, r, http.StatusBadRequest, "could not sign the node's certificates: "+err.Error())
+		return
+	}
+	s.log.Info("node certificates renewed", "node", node, "ip", ip)
+	writeJSON(w, NodeResponse{Config: s.config, Certs: certs})
+}
+
+// provenNode is the node a request comes from, proven by its kubelet client
+// certificate and its node password (re-stored when missing). It writes the
+// refusal itself.
+func (s *Server) provenNode(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return "", false
+	}
+	node, err := s.nodeOf(r)
+	if err != nil {
+		s.refuse(w, r, http.StatusUnauthorized, err.Error())
+		return "", false
+	}
+	password := r.Header.Get(PasswordHeader)
+	if len(password) < 16 {
+		http.Error(w, "missing or short node password", http.StatusBadRequest)
+		return "", false
+	}
+	cs := s.kube()
+	if cs == nil {
+		http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := claimNodeName(ctx, cs, node, password, true); err != nil {
+		if errors.Is(err, errNameTaken) {
+			s.refuse(w, r, http.StatusConflict, err.Error())
+			return "", false
+		}
+		s.log.Error("node password", "node", node, "err", err)
+		http.Error(w, "node password check failed on the server", http.StatusServiceUnavailable)
+		return "", false
+	}
+	return node, true
+}
+
+// nodeOf is the node name in the request's kubelet client certificate,
+// verified against the client CA.
+func (s *Server) nodeOf(r *http.Request) (string, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", errors.New("no client certificate: present the node's kubelet client certificate")
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: s.clientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return "", fmt.Errorf("client certificate: %w", err)
+	}
+	node, ok := strings.CutPrefix(leaf.Subject.CommonName, "system:node:")
+	if !ok || node == "" || !slices.Contains(leaf.Subject.Organization, "system:nodes") {
+		return "", fmt.Errorf("client certificate %q is not a node's", leaf.Subject.CommonName)
+	}
+	return node, nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

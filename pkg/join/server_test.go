@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -28,20 +30,18 @@ func TestServerHandlers(t *testing.T) {
 	cfg := ClusterConfig{ClusterCIDR: "10.42.0.0/16", ServiceCIDR: "10.43.0.0/16", ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local", FlannelBackend: "vxlan"}
 	serverTok := token.Token{User: "server", Secret: "server-secret-1234"}
 	agentTok := token.Token{User: "node", Secret: "agent-secret-5678"}
-	var issued []string
-	issue := func(name string, ip net.IP) (nodecreds.Bundle, error) {
-		if name == "broken" {
-			return nodecreds.Bundle{}, errors.New("signing failed")
-		}
-		issued = append(issued, name+"/"+ip.String())
-		return nodecreds.Bundle{ServerCA: ca, Certs: map[string]nodecreds.PEM{nodecreds.KubeletClient: {Cert: []byte("c"), Key: []byte("k")}}}, nil
+	issuer := &fakeIssuer{ca: ca}
+	clientCA := testCA(t)
+	s, err := NewServer(ServerOptions{CABundle: ca, ClientCA: clientCA.CertPEM, Cluster: cfg, Tokens: []token.Token{serverTok, agentTok, {User: "unused"}},
+		ServerNode: "pi1", Issuer: issuer}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
-	s := NewServer(ca, cfg, []token.Token{serverTok, agentTok, {User: "unused"}}, "pi1", issue, slog.New(slog.DiscardHandler))
 	apiserver := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "apiserver:"+r.URL.Path) })
 	ts := httptest.NewServer(s.Wrap(apiserver))
 	defer ts.Close()
 
-	cs := fake.NewClientset()
+	cs := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "registered"}})
 	boot, err := token.CreateBootstrap(context.Background(), cs, ca, time.Hour, "test", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestServerHandlers(t *testing.T) {
 	}
 	join := func(name, user, secret, password, node, ip string, code int, body string) call {
 		return call{name: name, method: "POST", path: NodePath, user: user, secret: secret, password: password,
-			body: `{"nodeName":"` + node + `","nodeIP":"` + ip + `"}`, wantCode: code, wantBody: body}
+			body: `{"nodeName":"` + node + `","nodeIP":"` + ip + `","csrs":{"client-kubelet":"Y3Ny"}}`, wantCode: code, wantBody: body}
 	}
 	const pw = "0123456789abcdef0123"
 	do := func(c call) (int, string) {
@@ -102,7 +102,13 @@ func TestServerHandlers(t *testing.T) {
 		join("same name, same password", "server", serverTok.Secret, pw, "pi2", "10.0.0.2", 200, ""),
 		join("same name, other password", "node", agentTok.Secret, pw+"x", "pi2", "10.0.0.9", 409, "kubectl delete node pi2"),
 		join("bootstrap token", boot.User, boot.Secret, pw, "pi3", "10.0.0.3", 200, ""),
-		join("issue fails", "node", agentTok.Secret, pw, "broken", "10.0.0.4", 500, "could not issue"),
+		join("signing fails", "node", agentTok.Secret, pw, "broken", "10.0.0.4", 400, "could not sign"),
+		join("reserved name", "node", agentTok.Secret, pw, "kubernetes.default.svc.cluster.local", "10.0.0.5", 403, "reserved"),
+		join("reserved IP", "node", agentTok.Secret, pw, "pi5", "10.43.0.1", 403, "reserved"),
+		join("Node exists without a password", "node", agentTok.Secret, pw, "registered", "10.0.0.6", 409, "without a node password"),
+		{name: "no certificate requests", method: "POST", path: NodePath, user: "node", secret: agentTok.Secret, password: pw,
+			body: `{"nodeName":"pi6","nodeIP":"10.0.0.6"}`, wantCode: 400, wantBody: "no certificate requests"},
+		{name: "password re-check without a certificate", method: "POST", path: PasswordPath, password: pw, wantCode: 401, wantBody: "no client certificate"},
 		{name: "malformed body", method: "POST", path: NodePath, user: "node", secret: agentTok.Secret, password: pw, body: "{", wantCode: 400},
 	} {
 		code, body := do(c)
@@ -116,8 +122,8 @@ func TestServerHandlers(t *testing.T) {
 			}
 		}
 	}
-	if want := []string{"pi2/10.0.0.2", "pi2/10.0.0.2", "pi3/10.0.0.3"}; strings.Join(issued, ",") != strings.Join(want, ",") {
-		t.Errorf("credentials issued for %v, want %v", issued, want)
+	if want := []string{"pi2/10.0.0.2", "pi2/10.0.0.2", "pi3/10.0.0.3"}; strings.Join(issuer.signed, ",") != strings.Join(want, ",") {
+		t.Errorf("credentials signed for %v, want %v", issuer.signed, want)
 	}
 	// Names claimed: one password Secret each, none for refused joins.
 	secrets, err := cs.CoreV1().Secrets(passwordNamespace).List(context.Background(), metav1.ListOptions{})
@@ -133,4 +139,29 @@ func TestServerHandlers(t *testing.T) {
 	if strings.Join(names, ",") != "broken"+passwordSuffix+",pi2"+passwordSuffix+",pi3"+passwordSuffix {
 		t.Errorf("node password Secrets: %v", names)
 	}
+}
+
+// fakeIssuer signs nothing: it records what it was asked to sign and reserves
+// what a server would (the apiserver's name, the service network).
+type fakeIssuer struct {
+	ca     []byte
+	signed []string
+}
+
+func (f *fakeIssuer) Reserved(name string, ip net.IP) error {
+	if strings.HasPrefix(name, "kubernetes") || strings.HasPrefix(ip.String(), "10.43.") {
+		return errors.New("node name or IP is reserved")
+	}
+	return nil
+}
+
+func (f *fakeIssuer) SignNode(name string, ip net.IP, csrs map[string][]byte) (nodecreds.Bundle, error) {
+	if name == "broken" {
+		return nodecreds.Bundle{}, errors.New("signing failed")
+	}
+	if string(csrs[nodecreds.KubeletClient]) != "csr" {
+		return nodecreds.Bundle{}, fmt.Errorf("certificate requests %q", csrs)
+	}
+	f.signed = append(f.signed, name+"/"+ip.String())
+	return nodecreds.Bundle{ServerCA: f.ca, Certs: map[string][]byte{nodecreds.KubeletClient: []byte("c")}}, nil
 }

@@ -44,17 +44,41 @@ func Setup(w io.Writer, debug bool) *slog.Logger {
 	return log
 }
 
-// demote turns Info records into Debug ones unless debug logging is on.
+// demote turns Info records into Debug ones unless debug logging is on,
+// except the few that explain a stop (promoted).
 type demote struct {
 	slog.Handler
 	debug bool
 }
 
+// promoted are component Info lines logged just before the component ends
+// bramble's process: a user must see why bramble stopped. By message, what
+// it means for a bramble user.
+var promoted = map[string]string{
+	"Node is being deleted": "this node's Node object was deleted (kubectl delete node): kube-proxy stops bramble; " +
+		"started again (by its service) within 30 s, the node registers again and keeps its name",
+	"NodeIPs changed for the node":  "the node's address changed: kube-proxy stops bramble; start it again to use the new address",
+	"PodCIDRs changed for the node": "the node's pod network changed: kube-proxy stops bramble; start it again",
+}
+
 func (d *demote) Enabled(ctx context.Context, l slog.Level) bool {
 	if !d.debug && l < slog.LevelWarn {
-		return false
+		return l >= slog.LevelInfo // Handle keeps only the promoted ones
 	}
 	return d.Handler.Enabled(ctx, l)
+}
+
+func (d *demote) Handle(ctx context.Context, r slog.Record) error {
+	if !d.debug && r.Level < slog.LevelWarn {
+		means, ok := promoted[r.Message]
+		if !ok {
+			return nil
+		}
+		r = r.Clone()
+		r.Level = slog.LevelWarn
+		r.AddAttrs(slog.String("means", means))
+	}
+	return d.Handler.Handle(ctx, r)
 }
 
 func (d *demote) WithAttrs(a []slog.Attr) slog.Handler {

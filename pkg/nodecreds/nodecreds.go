@@ -63,21 +63,32 @@ func (c Files) Cert(name string) string { return filepath.Join(c.dir, "tls", nam
 // Key is the private key file of a named identity.
 func (c Files) Key(name string) string { return filepath.Join(c.dir, "tls", name+".key") }
 
-// PEM is one certificate chain and its key.
-type PEM struct {
-	Cert []byte `json:"cert"`
-	Key  []byte `json:"key"`
-}
-
-// Bundle is everything a node needs from the server, in memory: what a
-// joining node receives.
+// Bundle is what a joining node receives from the server: the CAs it
+// trusts and, by identity name (KubeletClient, ...), the certificate chains
+// the server signed for the keys the node generated. No private key is in it:
+// a node's keys never leave the node.
 type Bundle struct {
-	ServerCA []byte         `json:"serverCA"`
-	ClientCA []byte         `json:"clientCA"`
-	Certs    map[string]PEM `json:"certs"` // by identity name (KubeletClient, ...)
+	ServerCA []byte            `json:"serverCA"`
+	ClientCA []byte            `json:"clientCA"`
+	Certs    map[string][]byte `json:"certs"`
 }
 
-// Write stores the bundle (all files 0600).
+// CSRs returns a certificate signing request for each identity, creating the
+// node's private keys (0600) on first use and reusing them afterwards.
+func (c Files) CSRs(nodeName string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, name := range identities {
+		csr, err := pki.CSR(c.Key(name), nodeName+"/"+name)
+		if err != nil {
+			return nil, fmt.Errorf("node key %s: %w", name, err)
+		}
+		out[name] = csr
+	}
+	return out, nil
+}
+
+// Write stores the bundle (all files 0600) after checking that each
+// certificate holds the public key of the node's own private key.
 func (c Files) Write(b Bundle) error {
 	if err := pki.WriteSecret(c.ServerCA, b.ServerCA); err != nil {
 		return err
@@ -86,15 +97,20 @@ func (c Files) Write(b Bundle) error {
 		return err
 	}
 	for _, name := range identities {
-		p, ok := b.Certs[name]
+		cert, ok := b.Certs[name]
 		if !ok {
 			return fmt.Errorf("credentials from the server lack %s", name)
 		}
-		if err := pki.WriteSecret(c.Key(name), p.Key); err != nil {
+		tmp := c.Cert(name) + ".new"
+		if err := pki.WriteSecret(tmp, cert); err != nil {
 			return err
 		}
-		if err := pki.WriteSecret(c.Cert(name), p.Cert); err != nil {
-			return err
+		if err := pki.MatchesKey(tmp, c.Key(name)); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("credentials from the server: %w", err)
+		}
+		if err := os.Rename(tmp, c.Cert(name)); err != nil {
+			return fmt.Errorf("store %s: %w", name, err)
 		}
 	}
 	return nil
@@ -112,11 +128,14 @@ func (c Files) WriteKubeconfigs(server string) error {
 }
 
 // Valid says whether the stored credentials can be used as they are: every
-// certificate present and good for more than pki.RenewBefore, and the
+// certificate present, not due for renewal (pki.NeedsRenewal), and the
 // kubeconfigs present.
 func (c Files) Valid(now time.Time) error {
 	for _, name := range identities {
-		if err := pki.ValidFor(c.Cert(name), pki.RenewBefore, now); err != nil {
+		if err := pki.CheckCurrent(c.Cert(name), now); err != nil {
+			return err
+		}
+		if err := pki.MatchesKey(c.Cert(name), c.Key(name)); err != nil {
 			return err
 		}
 	}
@@ -128,12 +147,67 @@ func (c Files) Valid(now time.Time) error {
 	return nil
 }
 
+// FlannelGroup is the group of every node's flannel identity. Its
+// ClusterRole lets flannel watch all Nodes and patch Node status; an
+// admission policy limits each identity to its own Node (pkg/server).
+const FlannelGroup = "bramble:flannel"
+
+// FlannelUser is the flannel identity of one node.
+func FlannelUser(nodeName string) string { return FlannelGroup + ":" + nodeName }
+
+// Usable says whether the stored credentials can still authenticate the
+// node, due for renewal or not: every certificate present, matching its key
+// and not expired.
+func (c Files) Usable(now time.Time) error {
+	for _, name := range identities {
+		cert, err := pki.ReadCert(c.Cert(name))
+		if err != nil {
+			return err
+		}
+		if now.After(cert.NotAfter) {
+			return fmt.Errorf("%s expired at %s", c.Cert(name), cert.NotAfter.Format(time.RFC3339))
+		}
+		if err := pki.MatchesKey(c.Cert(name), c.Key(name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Expiry is when the first of the node's certificates expires (zero when
+// one cannot be read).
+func (c Files) Expiry() time.Time {
+	var first time.Time
+	for _, name := range identities {
+		cert, err := pki.ReadCert(c.Cert(name))
+		if err != nil {
+			return time.Time{}
+		}
+		if first.IsZero() || cert.NotAfter.Before(first) {
+			first = cert.NotAfter
+		}
+	}
+	return first
+}
+
+// ShortestLifetime is the shortest validity among the node's certificates
+// (pki.LeafLifetime when none can be read).
+func (c Files) ShortestLifetime() time.Duration {
+	shortest := pki.LeafLifetime
+	for _, name := range identities {
+		if cert, err := pki.ReadCert(c.Cert(name)); err == nil {
+			shortest = min(shortest, cert.NotAfter.Sub(cert.NotBefore))
+		}
+	}
+	return shortest
+}
+
 // Leaves are the certificates a node needs, by identity name.
-func Leaves(nodeName string, nodeIP net.IP, flannelUser string) map[string]pki.Leaf {
+func Leaves(nodeName string, nodeIP net.IP) map[string]pki.Leaf {
 	return map[string]pki.Leaf{
 		KubeletClient:   {CommonName: "system:node:" + nodeName, Organization: []string{"system:nodes"}, Client: true},
 		KubeProxyClient: {CommonName: "system:kube-proxy", Client: true},
-		FlannelClient:   {CommonName: flannelUser, Client: true},
+		FlannelClient:   {CommonName: FlannelUser(nodeName), Organization: []string{FlannelGroup}, Client: true},
 		KubeletServing:  {CommonName: nodeName, DNSNames: []string{nodeName, "localhost"}, IPs: []net.IP{nodeIP, net.ParseIP("127.0.0.1")}, Server: true},
 	}
 }

@@ -24,17 +24,23 @@ import (
 const (
 	// CALifetime is the validity of a new certificate authority.
 	CALifetime = 10 * 365 * 24 * time.Hour
-	// LeafLifetime is the validity of a new leaf certificate.
+	// LeafLifetime is the default validity of a new leaf certificate.
 	LeafLifetime = 365 * 24 * time.Hour
-	// RenewBefore is how close to expiry a leaf is renewed at start.
-	RenewBefore = 120 * 24 * time.Hour
 )
+
+// NeedsRenewal says whether a certificate has less than a third of its
+// lifetime left (about 4 months of a year's certificate).
+func NeedsRenewal(cert *x509.Certificate, now time.Time) bool {
+	return cert.NotAfter.Sub(now) < cert.NotAfter.Sub(cert.NotBefore)/3
+}
 
 // Authority is a certificate authority whose key is on disk.
 type Authority struct {
 	Cert     *x509.Certificate
 	CertPEM  []byte
 	CertPath string
+	// Lifetime is the validity of the leaves it signs (0: LeafLifetime).
+	Lifetime time.Duration
 	key      crypto.Signer
 }
 
@@ -90,7 +96,7 @@ type Leaf struct {
 }
 
 // EnsureLeaf makes sure certPath/keyPath hold a certificate for leaf signed by
-// ca, valid for more than RenewBefore. It reuses the existing key. It reports
+// ca that does not need renewal yet (NeedsRenewal). It reuses the existing key. It reports
 // whether a new certificate was written.
 func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Time) (bool, error) {
 	key, err := readKey(keyPath)
@@ -109,7 +115,7 @@ func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Ti
 			return false, nil
 		}
 	}
-	chain, err := ca.sign(key, leaf, now)
+	chain, err := ca.sign(key.Public(), leaf, now)
 	if err != nil {
 		return false, err
 	}
@@ -124,29 +130,73 @@ func (ca *Authority) EnsureLeaf(certPath, keyPath string, leaf Leaf, now time.Ti
 	return true, nil
 }
 
-// Issue signs a new certificate for leaf with a new key, in memory: for a
-// node that joins over the network. It returns the chain (leaf then CA) and
-// the key, PEM-encoded.
-func (ca *Authority) Issue(leaf Leaf, now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, keyPEM, err := newKey()
-	if err != nil {
-		return nil, nil, err
+// SignCSR signs, for leaf, the public key of a PEM certificate signing
+// request: for a node that joins over the network and keeps its private key.
+// The request's signature proves the sender holds the key; its subject and
+// names are ignored (leaf says what the certificate holds). It returns the
+// chain (leaf then CA), PEM-encoded.
+func (ca *Authority) SignCSR(csrPEM []byte, leaf Leaf, now time.Time) ([]byte, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("%s: not a PEM certificate request", leaf.CommonName)
 	}
-	chain, err := ca.sign(key, leaf, now)
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("%s: %w", leaf.CommonName, err)
 	}
-	return chain, keyPEM, nil
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%s: certificate request signature: %w", leaf.CommonName, err)
+	}
+	return ca.sign(csr.PublicKey, leaf, now)
+}
+
+// CSR returns a PEM certificate signing request for the key at keyPath,
+// creating the key (0600) when there is none. The key never leaves the file.
+func CSR(keyPath, commonName string) ([]byte, error) {
+	key, err := readKey(keyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		var keyPEM []byte
+		if key, keyPEM, err = newKey(); err != nil {
+			return nil, err
+		}
+		if err := WriteSecret(keyPath, keyPEM); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: commonName}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", keyPath, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// MatchesKey says whether the certificate at certPath holds the public key of
+// the private key at keyPath.
+func MatchesKey(certPath, keyPath string) error {
+	cert, _, err := readCert(certPath)
+	if err != nil {
+		return err
+	}
+	key, err := readKey(keyPath)
+	if err != nil {
+		return err
+	}
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return fmt.Errorf("%s does not hold the public key of %s", certPath, keyPath)
+	}
+	return nil
 }
 
 // sign returns the PEM chain (leaf then CA, so that clients which trust only
 // a bundle can verify it) of a certificate for leaf and key.
-func (ca *Authority) sign(key crypto.Signer, leaf Leaf, now time.Time) ([]byte, error) {
+func (ca *Authority) sign(pub crypto.PublicKey, leaf Leaf, now time.Time) ([]byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: leaf.Organization},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(LeafLifetime),
+		NotBefore:    now.Add(-min(time.Hour, ca.lifetime()/10)), // clocks a little behind
+		NotAfter:     now.Add(ca.lifetime()),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		DNSNames:     leaf.DNSNames,
 		IPAddresses:  leaf.IPs,
@@ -157,22 +207,29 @@ func (ca *Authority) sign(key crypto.Signer, leaf Leaf, now time.Time) ([]byte, 
 	if leaf.Server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign %s: %w", leaf.CommonName, err)
 	}
 	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CertPEM...), nil
 }
 
-// ValidFor returns an error when the certificate at path (the first in the
-// file) cannot be read or expires within d of now.
-func ValidFor(path string, d time.Duration, now time.Time) error {
+func (ca *Authority) lifetime() time.Duration {
+	if ca.Lifetime > 0 {
+		return ca.Lifetime
+	}
+	return LeafLifetime
+}
+
+// CheckCurrent returns an error when the certificate at path (the first in
+// the file) cannot be read or needs renewal (NeedsRenewal).
+func CheckCurrent(path string, now time.Time) error {
 	cert, _, err := readCert(path)
 	if err != nil {
 		return err
 	}
-	if cert.NotAfter.Sub(now) < d {
-		return fmt.Errorf("%s expires at %s", path, cert.NotAfter.Format(time.RFC3339))
+	if NeedsRenewal(cert, now) {
+		return fmt.Errorf("%s expires at %s: renew it", path, cert.NotAfter.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -186,7 +243,7 @@ func (ca *Authority) current(cert *x509.Certificate, key crypto.Signer, leaf Lea
 	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
 		return false
 	}
-	if cert.NotAfter.Sub(now) < RenewBefore {
+	if NeedsRenewal(cert, now) {
 		return false
 	}
 	if cert.Subject.CommonName != leaf.CommonName || !slices.Equal(cert.Subject.Organization, leaf.Organization) {
@@ -274,6 +331,12 @@ func readKey(path string) (crypto.Signer, error) {
 		}
 		return s, nil
 	}
+}
+
+// ReadCert reads the first certificate of a PEM file.
+func ReadCert(path string) (*x509.Certificate, error) {
+	c, _, err := readCert(path)
+	return c, err
 }
 
 func readCert(path string) (*x509.Certificate, []byte, error) {

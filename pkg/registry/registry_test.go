@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -122,11 +123,12 @@ func newCerts(t *testing.T) certs {
 		t.Fatal(err)
 	}
 	issue := func(ca *pki.Authority, leaf pki.Leaf) tls.Certificate {
-		certPEM, keyPEM, err := ca.Issue(leaf, now)
-		if err != nil {
+		certPath, keyPath := filepath.Join(dir, "leaf.crt"), filepath.Join(dir, "leaf.key")
+		_ = os.Remove(keyPath)
+		if _, err := ca.EnsureLeaf(certPath, keyPath, leaf, now); err != nil {
 			t.Fatal(err)
 		}
-		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		c, err := tls.LoadX509KeyPair(certPath, keyPath)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,7 +39,8 @@ func testControlPlane(t *testing.T, change func(*Config)) *ControlPlane {
 	p := NewPaths(cfg.DataDir)
 	creds := &Credentials{
 		ServerCA: p.TLS("server-ca.crt"), ClientCA: p.TLS("client-ca.crt"), RequestHeaderCA: p.TLS("request-header-ca.crt"),
-		ServingCert: p.TLS("serving-kube-apiserver.crt"), ServingKey: p.TLS("serving-kube-apiserver.key"),
+		KubeletServingCA: p.TLS("kubelet-serving-ca.crt"),
+		ServingCert:      p.TLS("serving-kube-apiserver.crt"), ServingKey: p.TLS("serving-kube-apiserver.key"),
 		KubeletClientCert: p.TLS("client-kube-apiserver.crt"), KubeletClientKey: p.TLS("client-kube-apiserver.key"),
 		ProxyClientCert: p.TLS("client-auth-proxy.crt"), ProxyClientKey: p.TLS("client-auth-proxy.key"),
 		ServiceAccountKey:   p.TLS("service.key"),
@@ -120,6 +121,10 @@ func TestAPIServerArgs(t *testing.T) {
 			cp := testControlPlane(t, tt.change)
 			args := cp.apiServerArgs(tt.etcd)
 			checkFlags(t, args, tt.want)
+			// kubelets are verified with their own CA, not the server CA.
+			if got := flagValues(t, args)["kubelet-certificate-authority"]; len(got) != 1 || got[0] != cp.creds.KubeletServingCA {
+				t.Errorf("--kubelet-certificate-authority=%v, want %s", got, cp.creds.KubeletServingCA)
+			}
 			// Every file the apiserver reads lives in the data dir.
 			for name, values := range flagValues(t, args) {
 				if strings.HasSuffix(name, "-file") || name == "authentication-config" || name == "allow-metric-labels-manifest" {
@@ -150,9 +155,9 @@ func TestControllerManagerArgs(t *testing.T) {
 		"root-ca-file":                                   {filepath.Join(tls, "server-ca.crt")},
 		"cluster-signing-kubelet-client-cert-file":       {filepath.Join(tls, "client-ca.crt")},
 		"cluster-signing-kubelet-client-key-file":        {filepath.Join(tls, "client-ca.key")},
-		"cluster-signing-kubelet-serving-key-file":       {filepath.Join(tls, "server-ca.key")},
+		"cluster-signing-kubelet-serving-key-file":       {filepath.Join(tls, "kubelet-serving-ca.key")},
 		"cluster-signing-kube-apiserver-client-key-file": {filepath.Join(tls, "client-ca.key")},
-		"cluster-signing-legacy-unknown-cert-file":       {filepath.Join(tls, "server-ca.crt")},
+		"cluster-signing-legacy-unknown-cert-file":       {filepath.Join(tls, "kubelet-serving-ca.crt")},
 		"service-account-private-key-file":               {filepath.Join(tls, "service.key")},
 	})
 	s, err := kcmoptions.NewKubeControllerManagerOptions()

@@ -28,10 +28,10 @@ rules:
   # accounts), kube-proxy, flannel, CoreDNS and the nodes.
   - level: None
     verbs: ["get", "list", "watch"]
-    users: ["system:kube-scheduler", "system:kube-controller-manager", "system:kube-proxy", "system:apiserver", "bramble:flannel"]
+    users: ["system:kube-scheduler", "system:kube-controller-manager", "system:kube-proxy", "system:apiserver"]
   - level: None
     verbs: ["get", "list", "watch"]
-    userGroups: ["system:nodes", "system:serviceaccounts:kube-system"]
+    userGroups: ["system:nodes", "system:serviceaccounts:kube-system", "bramble:flannel"]
   # Secrets, ConfigMaps and token reviews carry credentials: metadata only,
   # even if a rule above is changed to log bodies.
   - level: Metadata

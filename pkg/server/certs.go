@@ -13,6 +13,10 @@ import (
 // Credentials are the files the control plane components read.
 type Credentials struct {
 	ServerCA, ClientCA, RequestHeaderCA string
+	// KubeletServingCA signs the kubelets' serving certificates. Only the
+	// apiserver trusts it: a node's certificate can never pass for the
+	// apiserver's, whatever name it holds.
+	KubeletServingCA                    string
 	ServingCert, ServingKey             string
 	KubeletClientCert, KubeletClientKey string
 	ProxyClientCert, ProxyClientKey     string
@@ -25,8 +29,11 @@ type Credentials struct {
 	// hashed into the token.
 	CABundle []byte
 
-	// The CAs that sign node credentials (EnsureNodeCredentials).
-	serverCA, clientCA *pki.Authority
+	// The CAs that sign node credentials (EnsureNodeCredentials, SignNode).
+	clientCA, kubeletServingCA *pki.Authority
+	// serving is the apiserver's serving certificate's names: no node may
+	// claim them.
+	serving pki.Leaf
 }
 
 type clientCert struct {
@@ -45,6 +52,10 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 		return nil, err
 	}
 	clientCA, err := pki.LoadOrCreateCA(p.TLS("client-ca.crt"), p.TLS("client-ca.key"), "bramble-client-ca", now)
+	if err != nil {
+		return nil, err
+	}
+	kubeletCA, err := pki.LoadOrCreateCA(p.TLS("kubelet-serving-ca.crt"), p.TLS("kubelet-serving-ca.key"), "bramble-kubelet-serving-ca", now)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +93,7 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 		ServerCA:             serverCA.CertPath,
 		ClientCA:             clientCA.CertPath,
 		RequestHeaderCA:      rhCA.CertPath,
+		KubeletServingCA:     kubeletCA.CertPath,
 		ServingCert:          p.TLS("serving-kube-apiserver.crt"),
 		ServingKey:           p.TLS("serving-kube-apiserver.key"),
 		KubeletClientCert:    p.TLS("client-kube-apiserver.crt"),
@@ -95,8 +107,9 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 		ControllerKubeconfig: p.Cred("controller.kubeconfig"),
 		AdminKubeconfig:      p.Cred("admin.kubeconfig"),
 		CABundle:             serverCA.CertPEM,
-		serverCA:             serverCA,
 		clientCA:             clientCA,
+		kubeletServingCA:     kubeletCA,
+		serving:              serving,
 	}
 	local := cfg.APIServerURL()
 	for _, k := range []struct{ path, client string }{

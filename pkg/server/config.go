@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/bramble-pi/bramble/pkg/layout"
 )
@@ -37,6 +38,9 @@ type Config struct {
 	AuditLog string
 	// SecretsEncryption encrypts Secrets in the datastore (secretsenc).
 	SecretsEncryption bool
+	// NodeCertLifetime is the validity of the certificates signed for
+	// nodes (0: pki.LeafLifetime).
+	NodeCertLifetime time.Duration
 }
 
 // Paths is the server's part of the on-disk layout (pkg/layout).

@@ -27,6 +27,7 @@ type ControlPlane struct {
 	join  *join.Server
 	// encryption: the apiserver reads the encryption config file.
 	encryption bool
+	ownNode    ownNode // set by EnsureNodeCredentials
 }
 
 // Prepare creates or reuses everything the control plane needs on disk.
@@ -73,7 +74,13 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
 	}
-	cp.join = join.NewServer(creds.CABundle, clusterCfg, []token.Token{tok, agentTok}, cfg.NodeName, cp.IssueNode, log.With("component", "join"))
+	cp.join, err = join.NewServer(join.ServerOptions{
+		CABundle: creds.CABundle, ClientCA: creds.clientCA.CertPEM, Cluster: clusterCfg,
+		Tokens: []token.Token{tok, agentTok}, ServerNode: cfg.NodeName, Issuer: cp,
+	}, log.With("component", "join"))
+	if err != nil {
+		return nil, err
+	}
 	return cp, nil
 }
 
@@ -93,7 +100,7 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap)
 	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy"))}
+		cp.deployController(cp.log.With("component", "deploy")), cp.certificates()}
 }
 
 // joinComponent enables the authenticated join endpoints once the apiserver
@@ -142,7 +149,7 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 		"--tls-cert-file=" + cr.ServingCert,
 		"--tls-private-key-file=" + cr.ServingKey,
 		"--tls-min-version=VersionTLS12",
-		"--kubelet-certificate-authority=" + cr.ServerCA,
+		"--kubelet-certificate-authority=" + cr.KubeletServingCA,
 		"--kubelet-client-certificate=" + cr.KubeletClientCert,
 		"--kubelet-client-key=" + cr.KubeletClientKey,
 		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
@@ -210,10 +217,12 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		"--cluster-signing-kube-apiserver-client-key-file=" + keyOf(cr.ClientCA),
 		"--cluster-signing-kubelet-client-cert-file=" + cr.ClientCA,
 		"--cluster-signing-kubelet-client-key-file=" + keyOf(cr.ClientCA),
-		"--cluster-signing-kubelet-serving-cert-file=" + cr.ServerCA,
-		"--cluster-signing-kubelet-serving-key-file=" + keyOf(cr.ServerCA),
-		"--cluster-signing-legacy-unknown-cert-file=" + cr.ServerCA,
-		"--cluster-signing-legacy-unknown-key-file=" + keyOf(cr.ServerCA),
+		// Nothing signed through the CSR API is trusted as the apiserver:
+		// the server CA signs only the apiserver's serving certificate.
+		"--cluster-signing-kubelet-serving-cert-file=" + cr.KubeletServingCA,
+		"--cluster-signing-kubelet-serving-key-file=" + keyOf(cr.KubeletServingCA),
+		"--cluster-signing-legacy-unknown-cert-file=" + cr.KubeletServingCA,
+		"--cluster-signing-legacy-unknown-key-file=" + keyOf(cr.KubeletServingCA),
 		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
 		// Controllers with no work on a Pi cluster, and memory to save: the
 		// admission policy type checker (5 MiB of OpenAPI schemas) and DRA

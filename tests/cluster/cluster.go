@@ -58,6 +58,8 @@ type Config struct {
 	StateDir string
 	// Binary is bin/bramble.
 	Binary string
+	// ServerArgs are extra arguments of the server.
+	ServerArgs []string
 	// Killall is scripts/bramble-killall.sh (optional: Down works without).
 	Killall string
 	// Images are archives hard-linked (or copied) into every node's

@@ -42,9 +42,10 @@ const (
 )
 
 type env struct {
-	t  *testing.T
-	c  *cluster.Cluster
-	cs *kubernetes.Clientset
+	t          *testing.T
+	c          *cluster.Cluster
+	cs         *kubernetes.Clientset
+	firstCerts map[string]string // node -> serial of its first kubelet client certificate
 }
 
 func TestCluster(t *testing.T) {
@@ -64,6 +65,9 @@ func TestCluster(t *testing.T) {
 		Name: "brtest", StateDir: stateDir,
 		Binary: testutil.Binary(t), Killall: filepath.Join(root, "scripts", "bramble-killall.sh"),
 		Images: images, Logf: t.Logf,
+		// Node certificates of a few minutes: every check below runs while
+		// they are renewed underneath (what a year does, in minutes).
+		ServerArgs: []string{"--node-cert-validity=" + nodeCertValidity.String()},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +117,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, c: c, cs: cs}
+	e := &env{t: t, c: c, cs: cs, firstCerts: e0certs(t, c)}
 
 	t.Run("NodesReady", e.nodesReady)
 	t.Run("IngressOnEveryNode", e.ingressOnEveryNode)
@@ -129,6 +133,11 @@ func TestCluster(t *testing.T) {
 		{"BareSecretJoinAndNameFreedByDelete", e.bareSecretJoin},
 		{"AgentStopAndRejoin", e.agentStopAndRejoin},
 		{"ServerRestartKeepsAgentPods", e.serverRestart},
+		{"ForgedNameRefused", e.forgedNameRefused},
+		{"JoinSendsNoPrivateKey", e.joinSendsNoPrivateKey},
+		{"FlannelOwnNodeOnly", e.flannelOwnNodeOnly},
+		{"NameKeptAfterDeleteNode", e.nameKeptAfterDeleteNode},
+		{"NodeCertificatesRenewed", e.nodeCertificatesRenewed},
 	} {
 		t.Run(check.name, func(t *testing.T) {
 			if *nodeCount < 3 {
@@ -485,7 +494,7 @@ func (e *env) bareSecretJoin(t *testing.T) {
 		if err := e.cs.CoreV1().Nodes().Delete(e.ctx(time.Minute), "pi4", metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("kubectl delete node pi4: %v", err)
 		}
-		testutil.WaitFor(t, time.Minute, "pi4's node password freed", func() bool {
+		testutil.WaitFor(t, 2*time.Minute, "pi4's node password freed (30 s after the delete)", func() bool {
 			_, err := e.cs.CoreV1().Secrets("kube-system").Get(e.ctx(time.Minute), "pi4.node-password.bramble", metav1.GetOptions{})
 			return err != nil
 		})

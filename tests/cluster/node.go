@@ -266,8 +266,8 @@ func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + 
 
 // ServerArgs are the arguments of a server node.
 func (c *Cluster) ServerArgs(n *Node) []string {
-	return []string{"server", "--data-dir", n.DataDir(), "--node-name", n.NodeName, "--node-ip", n.IP(),
-		"--write-kubeconfig", filepath.Join(n.DataDir(), "kubeconfig.yaml"), "--kubelet-arg=cgroup-root=" + n.Cgroup}
+	return append([]string{"server", "--data-dir", n.DataDir(), "--node-name", n.NodeName, "--node-ip", n.IP(),
+		"--write-kubeconfig", filepath.Join(n.DataDir(), "kubeconfig.yaml"), "--kubelet-arg=cgroup-root=" + n.Cgroup}, c.cfg.ServerArgs...)
 }
 
 // AgentArgs are the arguments of an agent node joining server.

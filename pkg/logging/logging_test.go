@@ -1,0 +1,37 @@
+package logging
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// Component Info lines are hidden at the default level, except those that
+// explain why bramble is about to stop, which become warnings with a hint.
+func TestDemoteAndPromote(t *testing.T) {
+	var buf bytes.Buffer
+	base := slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})
+	log := slog.New(&demote{Handler: base}).With("src", "k8s")
+	log.Info("Starting endpoint slice config controller")
+	log.Info("Node is being deleted", "node", "pi3")
+	log.Warn("a warning")
+	log.Debug("debug detail")
+	out := buf.String()
+	if strings.Contains(out, "endpoint slice") || strings.Contains(out, "debug detail") {
+		t.Errorf("ordinary Info or Debug lines shown:\n%s", out)
+	}
+	if !strings.Contains(out, `level=WARN msg="Node is being deleted" src=k8s node=pi3 means=`) {
+		t.Errorf("the node-deleted line is not a warning with its meaning:\n%s", out)
+	}
+	if !strings.Contains(out, `msg="a warning"`) {
+		t.Errorf("warning lost:\n%s", out)
+	}
+
+	buf.Reset()
+	log = slog.New(&demote{Handler: slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}), debug: true})
+	log.Info("Starting endpoint slice config controller")
+	if !strings.Contains(buf.String(), "level=INFO") {
+		t.Errorf("--debug hides Info lines:\n%s", buf.String())
+	}
+}
