@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -65,6 +66,8 @@ func setFromFile(c *cli.Context, key string, v any) error {
 	items, isList := v.([]any)
 	if !isList {
 		items = []any{v}
+	} else if !takesList(c.Command.Flags, key) {
+		return fmt.Errorf("want one value, got a list of %d", len(items))
 	}
 	for _, item := range items {
 		switch item.(type) {
@@ -80,6 +83,24 @@ func setFromFile(c *cli.Context, key string, v any) error {
 		}
 	}
 	return nil
+}
+
+// takesList says whether the flag named key may be given more than once (a
+// list in the config file).
+func takesList(flags []cli.Flag, key string) bool {
+	for _, f := range flags {
+		if !slices.Contains(f.Names(), key) {
+			continue
+		}
+		switch fl := f.(type) {
+		case *cli.StringSliceFlag, *cli.IntSliceFlag:
+			return true
+		case *cli.GenericFlag:
+			_, ok := fl.Value.(*argList)
+			return ok
+		}
+	}
+	return false
 }
 
 func flagNames(flags []cli.Flag) map[string]bool {

@@ -127,6 +127,7 @@ func serverFlags() []cli.Flag {
 		&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "apiserver and supervisor HTTPS port", EnvVars: env("https-listen-port")},
 		str("advertise-address", "", "address the apiserver advertises to the cluster (default: the node IP)"),
 		list("tls-san", "extra host name or IP for the serving certificate (repeatable)"),
+		boolean("allow-empty-datastore", "start although the SQLite datastore of this existing cluster is missing or empty (its objects are lost; restore state.db from a backup instead if you can)"),
 		&cli.DurationFlag{Name: "node-cert-validity", Value: pki.LeafLifetime, EnvVars: env("node-cert-validity"),
 			Usage: "validity of the certificates the server signs for nodes; each node renews its own with a third left, without a token"},
 		str("cluster-cidr", "10.42.0.0/16", "pod network"),

@@ -83,6 +83,8 @@ func TestServerConfigErrors(t *testing.T) {
 		{"config file: an agent key", invocation{config: "server: https://pi1:6443"}, `unknown key "server"`},
 		{"config file: the config key", invocation{config: "config: /etc/other.yaml"}, `unknown key "config"`},
 		{"config file: bad number", invocation{config: "https-listen-port: abc"}, `key "https-listen-port": invalid value "abc"`},
+		{"config file: fraction for a number", invocation{config: "https-listen-port: 7443.5"}, `key "https-listen-port": invalid value "7443.5"`},
+		{"config file: list for one value", invocation{config: "cluster-domain: [a, b]"}, `key "cluster-domain": want one value, got a list of 2`},
 		{"config file: map value", invocation{config: "tls-san: {a: b}"}, `key "tls-san": want a value or a list of values`},
 		{"config file: null value", invocation{config: "node-ip:"}, `key "node-ip": want a value or a list of values`},
 		{"config file: not YAML", invocation{config: "tls-san: [a"}, "not valid YAML"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -68,6 +69,9 @@ func prepareSQLite(ctx context.Context, path string, log *slog.Logger) error {
 	}
 	db, err := openSQLite(path)
 	if err != nil {
+		if !fresh && (strings.Contains(err.Error(), "not a database") || strings.Contains(err.Error(), "malformed")) {
+			return damaged(path, err.Error())
+		}
 		return err
 	}
 	defer db.Close()
@@ -86,6 +90,9 @@ func prepareSQLite(ctx context.Context, path string, log *slog.Logger) error {
 			}
 		}
 		return nil
+	}
+	if err := quickCheck(ctx, db, path); err != nil {
+		return err
 	}
 	pageSize, err := pragmaInt(ctx, db, "page_size")
 	if err != nil {
@@ -120,6 +127,50 @@ func prepareSQLite(ctx context.Context, path string, log *slog.Logger) error {
 	}
 	log.Info("database rewritten", "file", path, "took", time.Since(began).Round(time.Millisecond))
 	return nil
+}
+
+// ErrDamaged marks a database file bramble will not start on.
+var ErrDamaged = errors.New("the database is damaged")
+
+// quickCheck runs SQLite's quick_check (every page and index entry readable,
+// no deep cross-checks: a fraction of a second for a small cluster's file),
+// so that a truncated or overwritten file stops the start at once with one
+// message naming it, instead of kine retrying it for minutes.
+func quickCheck(ctx context.Context, db *sql.DB, path string) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check(3)")
+	if err != nil {
+		return damaged(path, err.Error())
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return damaged(path, err.Error())
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return damaged(path, err.Error())
+	}
+	if len(problems) > 0 {
+		return damaged(path, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// damaged is the one error a damaged file stops the start with: the file,
+// what SQLite says (shortened), and the way out.
+func damaged(path, detail string) error {
+	detail = strings.Join(strings.Fields(detail), " ")
+	if len(detail) > 200 {
+		detail = detail[:200] + "..."
+	}
+	return fmt.Errorf("%s: %w (%s): restore it from a backup copy of state.db taken while bramble was stopped, "+
+		"or move it (and state.db-wal, state.db-shm) away and start with --allow-empty-datastore to run the cluster on an empty datastore",
+		path, ErrDamaged, detail)
 }
 
 // vacuumStep gives free pages back to the filesystem when more than a

@@ -1,7 +1,9 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -115,5 +117,73 @@ func TestPrepareSQLiteConvertsAndVacuums(t *testing.T) {
 	// Little left to free: nothing done.
 	if freed, err := vacuumStep(ctx, db); err != nil || freed != 0 {
 		t.Fatalf("second vacuum: freed %d, %v", freed, err)
+	}
+}
+
+// A damaged file (garbage over its middle, truncated, not a database at all)
+// stops the start at once with one error that names the file and the way
+// out; an intact one passes.
+func TestPrepareSQLiteRefusesDamagedFiles(t *testing.T) {
+	ctx := context.Background()
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	build := func(t *testing.T) string {
+		path := filepath.Join(t.TempDir(), "state.db")
+		if err := prepareSQLite(ctx, path, discard); err != nil {
+			t.Fatal(err)
+		}
+		db, err := openSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range []string{"CREATE TABLE kine (id INTEGER PRIMARY KEY, name TEXT, value BLOB)", "CREATE INDEX kine_name ON kine (name)"} {
+			if _, err := db.Exec(stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 2000 {
+			if _, err := db.Exec("INSERT INTO kine (name, value) VALUES (?, ?)", fmt.Sprintf("/registry/x/%d", i), strings.Repeat("v", 500)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		return path
+	}
+	intact := build(t)
+	if err := prepareSQLite(ctx, intact, discard); err != nil {
+		t.Fatalf("intact file: %v", err)
+	}
+	for name, damage := range map[string]func(path string) error{
+		"garbage in the middle": func(path string) error {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt(bytes.Repeat([]byte{0xA5}, 64<<10), 256<<10)
+			return err
+		},
+		"truncated": func(path string) error {
+			st, err := os.Stat(path)
+			if err != nil {
+				return err
+			}
+			return os.Truncate(path, st.Size()/2)
+		},
+		"not a database": func(path string) error { return os.WriteFile(path, bytes.Repeat([]byte("garbage!"), 4096), 0o600) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := build(t)
+			if err := damage(path); err != nil {
+				t.Fatal(err)
+			}
+			err := prepareSQLite(ctx, path, discard)
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "--allow-empty-datastore") {
+				t.Fatalf("got %v, want ErrDamaged naming %s and the way out", err, path)
+			}
+			t.Logf("refused: %v", err)
+		})
 	}
 }

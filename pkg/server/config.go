@@ -38,6 +38,9 @@ type Config struct {
 	AuditLog string
 	// SecretsEncryption encrypts Secrets in the datastore (secretsenc).
 	SecretsEncryption bool
+	// AllowEmptyDatastore starts a cluster whose SQLite file is missing or
+	// empty (lost) on an empty datastore instead of refusing.
+	AllowEmptyDatastore bool
 	// NodeCertLifetime is the validity of the certificates signed for
 	// nodes (0: pki.LeafLifetime).
 	NodeCertLifetime time.Duration

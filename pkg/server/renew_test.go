@@ -108,3 +108,40 @@ func TestRotateCertificates(t *testing.T) {
 		t.Error("rotated in a directory without a server")
 	}
 }
+
+// A data dir with a cluster's CA but a missing or empty state.db is a
+// damaged cluster, not a new one: refused unless --allow-empty-datastore.
+func TestDatastoreKept(t *testing.T) {
+	cp := testControlPlane(t, nil)
+	if err := checkDatastoreKept(cp.cfg, cp.paths); err != nil {
+		t.Fatalf("new data dir: %v", err)
+	}
+	if _, err := EnsureCredentials(cp.cfg, cp.paths, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(cp.paths.DBDir(), "state.db")
+	err := checkDatastoreKept(cp.cfg, cp.paths)
+	if err == nil || !strings.Contains(err.Error(), db+" is missing") || !strings.Contains(err.Error(), "--allow-empty-datastore") {
+		t.Errorf("missing state.db: %v", err)
+	}
+	if err := os.MkdirAll(cp.paths.DBDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(db, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkDatastoreKept(cp.cfg, cp.paths); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("empty state.db: %v", err)
+	}
+	allowed := cp.cfg
+	allowed.AllowEmptyDatastore = true
+	if err := checkDatastoreKept(allowed, cp.paths); err != nil {
+		t.Errorf("with --allow-empty-datastore: %v", err)
+	}
+	if err := os.WriteFile(db, []byte("SQLite format 3\x00..."), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkDatastoreKept(cp.cfg, cp.paths); err != nil {
+		t.Errorf("a state.db with content: %v", err)
+	}
+}

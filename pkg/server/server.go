@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,6 +37,9 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	p := NewPaths(cfg.DataDir)
 	// A bad --kube-*-arg stops bramble before anything is written or runs.
 	if err := (&ControlPlane{cfg: cfg, paths: p, creds: &Credentials{}}).checkArgs(); err != nil {
+		return nil, err
+	}
+	if err := checkDatastoreKept(cfg, p); err != nil {
 		return nil, err
 	}
 	begin := time.Now()
@@ -82,6 +87,29 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 		return nil, err
 	}
 	return cp, nil
+}
+
+// checkDatastoreKept refuses to start a cluster that exists (its CA is there)
+// on a lost SQLite file (missing or empty): that would be a new, empty
+// cluster under the old certificates, which agents reconnect to.
+func checkDatastoreKept(cfg Config, p Paths) error {
+	if cfg.DatastoreEndpoint != "" || cfg.AllowEmptyDatastore {
+		return nil
+	}
+	if _, err := os.Stat(p.TLS("server-ca.crt")); err != nil {
+		return nil // a new cluster
+	}
+	db := datastore.New(datastore.Config{DBDir: p.DBDir()}, nil).SQLitePath()
+	st, err := os.Stat(db)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s is missing, but %s holds a cluster (its certificates and tokens): its objects would be lost. Restore state.db from a backup, or start with --allow-empty-datastore to run this cluster on an empty datastore", db, cfg.DataDir)
+	case err != nil:
+		return fmt.Errorf("datastore: %w", err)
+	case st.Size() == 0:
+		return fmt.Errorf("%s is empty, but %s holds a cluster (its certificates and tokens): its objects would be lost. Restore state.db from a backup, or start with --allow-empty-datastore to run this cluster on an empty datastore", db, cfg.DataDir)
+	}
+	return nil
 }
 
 // Components are the datastore, apiserver, scheduler and controller-manager,
