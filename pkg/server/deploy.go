@@ -21,6 +21,11 @@ func (cp *ControlPlane) deployController(log *slog.Logger) supervisor.Component 
 		if err := deploy.WriteBundled(cfg); err != nil {
 			return nil, err
 		}
+		key, err := deploy.EnsureTieKey(cp.paths.Cred("addon-tie.key"))
+		if err != nil {
+			return nil, err
+		}
+		cfg.TieKey = key
 		return func(ctx context.Context) error {
 			c, err := deploy.New(ctx, cfg, log)
 			if err != nil {
