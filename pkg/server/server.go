@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bramble-pi/bramble/pkg/datastore"
+	"github.com/bramble-pi/bramble/pkg/ingresstls"
 	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/pki"
@@ -25,6 +26,8 @@ type ControlPlane struct {
 	paths Paths
 	creds *Credentials
 	join  *join.Server
+	// traefikSecrets narrows Traefik's reads of Secrets (pkg/ingresstls).
+	traefikSecrets *ingresstls.Filter
 	// encryption: the apiserver reads the encryption config file.
 	encryption bool
 }
@@ -68,7 +71,8 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 		}
 	}
 	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
-	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption}
+	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption,
+		traefikSecrets: ingresstls.NewFilter(ingresstls.TraefikUser)}
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
@@ -91,9 +95,9 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 			return err
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
-	}, cp.join.Wrap)
+	}, cp.join.Wrap, cp.traefikSecrets.Wrap)
 	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy"))}
+		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS()}
 }
 
 // joinComponent enables the authenticated join endpoints once the apiserver

@@ -1,7 +1,8 @@
 // Package deploy tests the add-on controller against a real control plane:
 // user manifests applied, re-applied, pruned and removed; malformed files
 // reported by event without blocking others; bundled add-ons disabled; an
-// edited Addon.status cannot have other objects deleted.
+// edited Addon.status cannot have other objects deleted; Traefik's service
+// account sees only the TLS Secrets that Ingresses reference.
 package deploy
 
 import (
@@ -109,6 +110,8 @@ func TestManifestsDirectory(t *testing.T) {
 		out, _ := s.Kubectl("get", "namespace", "user-app", "-o", "jsonpath={.status.phase}")
 		return err1 != nil && (out == "" || out == "Terminating")
 	})
+
+	checkTraefikSecrets(t, s)
 
 	// An Addon whose status was edited to list other objects: only its own
 	// are deleted when its file goes (here while the server is down).
@@ -230,4 +233,94 @@ func checkForeignObjectsKept(t *testing.T, s *testutil.Server, foreign [][]strin
 	if !strings.Contains(out, "Deployment kube-system/coredns not deleted") {
 		t.Errorf("no NotTied event for coredns: %q", out)
 	}
+}
+
+const traefikUser = "system:serviceaccount:kube-system:traefik"
+
+const tlsIngress = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: site
+  namespace: tls-test
+spec:
+  tls:
+    - hosts: [site.bramble.test]
+      secretName: site-tls
+    - hosts: [other.bramble.test]
+      secretName: no-keys
+  rules:
+    - host: site.bramble.test
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: site
+                port:
+                  number: 80
+`
+
+// checkTraefikSecrets: Traefik's service account lists and gets only the
+// Secrets with tls.crt and tls.key that an Ingress of their namespace names.
+func checkTraefikSecrets(t *testing.T, s *testutil.Server) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, "Traefik's RBAC applied", func() bool {
+		out, _ := s.Kubectl("auth", "can-i", "list", "secrets", "--as", traefikUser, "-A")
+		return out == "yes"
+	})
+	s.MustKubectl("create", "namespace", "tls-test")
+	s.MustKubectl("-n", "tls-test", "create", "secret", "generic", "site-tls", "--type=kubernetes.io/tls",
+		"--from-literal=tls.crt=certificate", "--from-literal=tls.key=key")
+	s.MustKubectl("-n", "tls-test", "create", "secret", "generic", "no-keys", "--from-literal=password=a")
+	s.MustKubectl("-n", "tls-test", "create", "secret", "generic", "db-password", "--from-literal=password=b")
+	s.MustKubectl("-n", "kube-system", "create", "secret", "generic", "sensitive", "--from-literal=password=c")
+	// A label set by hand on an unreferenced Secret is taken away.
+	s.MustKubectl("-n", "tls-test", "label", "secret", "db-password", "bramble.io/ingress-tls=true")
+	ingress := filepath.Join(t.TempDir(), "ingress.yaml")
+	write(t, ingress, tlsIngress)
+	s.MustKubectl("apply", "-f", ingress)
+
+	asTraefik := func(args ...string) (string, error) {
+		return s.Kubectl(append([]string{"--as", traefikUser}, args...)...)
+	}
+	visible := func() string {
+		out, err := asTraefik("get", "secrets", "-A", "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}`)
+		if err != nil {
+			return "error: " + out
+		}
+		return strings.TrimSpace(out)
+	}
+	testutil.WaitFor(t, 30*time.Second, "Traefik sees exactly the referenced TLS Secret", func() bool {
+		return visible() == "tls-test/site-tls"
+	})
+	if all := s.MustKubectl("get", "secrets", "-A", "-o", "name"); len(strings.Fields(all)) < 4 {
+		t.Errorf("the admin sees too few Secrets: %q", all)
+	}
+	if out := s.MustKubectl("-n", "tls-test", "get", "secret", "db-password", "-o", "jsonpath={.metadata.labels}"); strings.Contains(out, "ingress-tls") {
+		t.Errorf("hand-set label not removed: %s", out)
+	}
+	testutil.WaitFor(t, 30*time.Second, "Traefik can get the referenced Secret", func() bool {
+		_, err := asTraefik("-n", "tls-test", "get", "secret", "site-tls")
+		return err == nil
+	})
+	for _, name := range []string{"db-password", "no-keys"} {
+		out, err := asTraefik("-n", "tls-test", "get", "secret", name)
+		if err == nil || !strings.Contains(out, "Forbidden") {
+			t.Errorf("Traefik's get of %s: %v %s", name, err, out)
+		}
+	}
+	if out, err := asTraefik("-n", "kube-system", "get", "secret", "sensitive"); err == nil || !strings.Contains(out, "Forbidden") {
+		t.Errorf("Traefik's get of a kube-system Secret: %v %s", err, out)
+	}
+	if out, err := asTraefik("-n", "tls-test", "delete", "secret", "site-tls"); err == nil {
+		t.Errorf("Traefik deleted a Secret: %s", out)
+	}
+
+	// No longer referenced: the label goes, and Traefik sees nothing.
+	s.MustKubectl("-n", "tls-test", "delete", "ingress", "site")
+	testutil.WaitFor(t, 30*time.Second, "Traefik sees no Secret once the Ingress is gone", func() bool {
+		return visible() == ""
+	})
+	s.MustKubectl("delete", "namespace", "tls-test", "--wait=false")
 }
