@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 type runtimeObject = runtime.Object
@@ -28,8 +29,9 @@ func (c *Controller) record(ctx context.Context, name, path, sum string, objs []
 	}
 	addon := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "bramble.io/v1", "kind": "Addon",
-		"metadata": map[string]any{"name": name, "namespace": addonNamespace},
-		"spec":     map[string]any{"source": path, "checksum": sum},
+		"metadata": map[string]any{"name": name, "namespace": addonNamespace,
+			"annotations": map[string]any{annotationTieKey: c.tier.keyID()}},
+		"spec": map[string]any{"source": path, "checksum": sum},
 	}}
 	applied, err := addons.Apply(ctx, name, addon, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
 	if err != nil {
@@ -50,10 +52,15 @@ func (c *Controller) record(ctx context.Context, name, path, sum string, objs []
 	if ok {
 		return
 	}
+	c.warn(ctx, name, applied.GetUID(), reason, message)
+}
+
+// warn records a Warning event on the Addon.
+func (c *Controller) warn(ctx context.Context, name string, uid types.UID, reason, message string) {
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: name + ".", Namespace: addonNamespace},
 		InvolvedObject: corev1.ObjectReference{APIVersion: "bramble.io/v1", Kind: "Addon", Namespace: addonNamespace,
-			Name: name, UID: applied.GetUID()},
+			Name: name, UID: uid},
 		Reason: reason, Message: truncate(message, 1000), Type: corev1.EventTypeWarning,
 		Source:         corev1.EventSource{Component: "bramble-deploy"},
 		FirstTimestamp: metav1.Now(), LastTimestamp: metav1.Now(), Count: 1,
@@ -61,6 +68,15 @@ func (c *Controller) record(ctx context.Context, name, path, sum string, objs []
 	if _, err := c.core.CoreV1().Events(addonNamespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		c.log.Error("create event", "addon", name, "err", err)
 	}
+}
+
+// notDeleted reports an object the Addon lists that is not tied to it: it
+// is left in place (it was made or changed by someone else, or the Addon's
+// status was edited).
+func (c *Controller) notDeleted(ctx context.Context, name string, ref objRef) {
+	msg := fmt.Sprintf("%s not deleted: it is listed by the Addon but not tied to add-on %s (no valid %s annotation)", ref, name, AnnotationTie)
+	c.log.Warn("object not deleted: not tied to its add-on", "addon", name, "object", ref.String())
+	c.warn(ctx, name, "", "NotTied", msg)
 }
 
 func truncate(s string, n int) string {
@@ -71,7 +87,8 @@ func truncate(s string, n int) string {
 }
 
 // loadAddons learns from existing Addons what earlier runs applied, so that a
-// file removed while bramble was down still has its objects deleted.
+// file removed while bramble was down still has its objects deleted. The
+// objects listed are only candidates: delete checks each one's tie.
 func (c *Controller) loadAddons(ctx context.Context) error {
 	list, err := c.dyn.Resource(AddonGVR).Namespace(addonNamespace).List(ctx, metav1.ListOptions{})
 	if apierrors.IsNotFound(err) {
@@ -82,7 +99,11 @@ func (c *Controller) loadAddons(ctx context.Context) error {
 	}
 	for _, a := range list.Items {
 		st := &fileState{}
-		st.checksum, _, _ = unstructured.NestedString(a.Object, "spec", "checksum")
+		// Objects tied with another key (or by a bramble without ties) are
+		// applied again, which ties them with this one.
+		if a.GetAnnotations()[annotationTieKey] == c.tier.keyID() {
+			st.checksum, _, _ = unstructured.NestedString(a.Object, "spec", "checksum")
+		}
 		objs, _, _ := unstructured.NestedSlice(a.Object, "status", "objects")
 		for _, o := range objs {
 			m, ok := o.(map[string]any)

@@ -4,7 +4,9 @@
 // holds are deleted, and a removed file's objects are deleted. Each file is an
 // Addon custom resource in kube-system showing its objects and status; a bad
 // file yields a Warning event and a log line naming file and object, and never
-// blocks the other files.
+// blocks the other files. An object is deleted only when it carries a tie to
+// its add-on that only this server can make (AnnotationTie), so a changed
+// Addon.status cannot have other objects deleted.
 package deploy
 
 import (
@@ -12,6 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -53,6 +57,9 @@ type Config struct {
 	Values     Values
 	Kubeconfig string
 	Interval   time.Duration
+	// TieKey keys the tie (AnnotationTie) between an add-on and its
+	// objects: EnsureTieKey.
+	TieKey []byte
 }
 
 const fieldManager = "bramble-deploy"
@@ -173,11 +180,15 @@ type Controller struct {
 	core   kubernetes.Interface
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 	state  map[string]*fileState
+	tier   tier
 }
 
 // New connects the controller to the apiserver and makes sure the Addon CRD
 // exists; it also learns what earlier runs applied, from the Addons.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Controller, error) {
+	if len(cfg.TieKey) != tieKeySize {
+		return nil, fmt.Errorf("deploy: add-on tie key has %d bytes, want %d", len(cfg.TieKey), tieKeySize)
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("deploy kubeconfig: %w", err)
@@ -197,7 +208,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Controller, error)
 	if err := ensureCRD(ctx, rc); err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, log: log, dyn: dyn, core: core, state: map[string]*fileState{},
+	c := &Controller{cfg: cfg, log: log, dyn: dyn, core: core, state: map[string]*fileState{}, tier: tier{key: cfg.TieKey},
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(core.Discovery()))}
 	if c.cfg.Interval == 0 {
 		c.cfg.Interval = 2 * time.Second
@@ -290,7 +301,9 @@ func (c *Controller) applyFile(ctx context.Context, name, path, sum string, data
 	var pruneErrs []string
 	for _, old := range st.objects {
 		if !containsRef(applied, old) && !failedRef(failures, old) {
-			if err := c.delete(ctx, old); err != nil {
+			if err := c.delete(ctx, name, old); errors.Is(err, errNotTied) {
+				c.notDeleted(ctx, name, old)
+			} else if err != nil {
 				pruneErrs = append(pruneErrs, fmt.Sprintf("delete %s: %v", old, err))
 			}
 		}
@@ -315,16 +328,31 @@ func (c *Controller) applyFile(ctx context.Context, name, path, sum string, data
 	c.record(ctx, name, path, sum, st.objects, false, fmt.Sprintf("file %s: %s", path, strings.Join(msgs, "; ")), "ApplyFailed")
 }
 
+// containsRef reports whether refs name the object r names, in any version
+// of its API group.
 func containsRef(refs []objRef, r objRef) bool {
 	for _, x := range refs {
-		if x == r {
+		if sameObject(x, r) {
 			return true
 		}
 	}
 	return false
 }
 
-func failedRef(f map[objRef]error, r objRef) bool { _, ok := f[r]; return ok }
+func failedRef(f map[objRef]error, r objRef) bool {
+	for x := range f {
+		if sameObject(x, r) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameObject(a, b objRef) bool {
+	ga, _ := schema.ParseGroupVersion(a.APIVersion)
+	gb, _ := schema.ParseGroupVersion(b.APIVersion)
+	return ga.Group == gb.Group && a.Kind == b.Kind && a.Namespace == b.Namespace && a.Name == b.Name
+}
 
 // decode reads a multi-document YAML or JSON file.
 func decode(data []byte) ([]*unstructured.Unstructured, error) {
@@ -403,23 +431,26 @@ func rank(o *unstructured.Unstructured) int {
 	}
 }
 
-func (c *Controller) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.ResourceInterface, string, error) {
+// resource finds where objects of a kind are served; namespace is the
+// object's namespace as it will be ("default" for a namespaced object that
+// names none, empty for a cluster-scoped one).
+func (c *Controller) resource(gvk schema.GroupVersionKind, namespace string) (dynamic.ResourceInterface, *meta.RESTMapping, string, error) {
 	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
-		return nil, "", fmt.Errorf("unknown kind %s: %w", gvk.String(), err)
+		return nil, nil, "", fmt.Errorf("unknown kind %s: %w", gvk.String(), err)
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		if namespace == "" {
 			namespace = "default"
 		}
-		return c.dyn.Resource(m.Resource).Namespace(namespace), namespace, nil
+		return c.dyn.Resource(m.Resource).Namespace(namespace), m, namespace, nil
 	}
-	return c.dyn.Resource(m.Resource), "", nil
+	return c.dyn.Resource(m.Resource), m, "", nil
 }
 
 func (c *Controller) apply(ctx context.Context, addon string, o *unstructured.Unstructured) (objRef, error) {
 	ref := objRef{APIVersion: o.GetAPIVersion(), Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
-	ri, ns, err := c.resource(o.GroupVersionKind(), o.GetNamespace())
+	ri, m, ns, err := c.resource(o.GroupVersionKind(), o.GetNamespace())
 	if err != nil {
 		return ref, err
 	}
@@ -432,21 +463,77 @@ func (c *Controller) apply(ctx context.Context, addon string, o *unstructured.Un
 	}
 	labels[LabelAddon] = addon
 	o.SetLabels(labels)
-	_, err = ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
-	return ref, err
+	if annotations := o.GetAnnotations(); annotations[AnnotationTie] != "" {
+		delete(annotations, AnnotationTie) // only bramble ties
+		o.SetAnnotations(annotations)
+	}
+	applied, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true})
+	if err != nil {
+		return ref, err
+	}
+	return ref, c.ensureTie(ctx, ri, addon, m, applied)
 }
 
-func (c *Controller) delete(ctx context.Context, ref objRef) error {
+// ensureTie gives an applied object its tie (it names the UID, known once
+// the object exists): one more write when the object was created (or the
+// key changed), none otherwise. The patch names the UID, so it cannot land
+// on an object re-created in between.
+func (c *Controller) ensureTie(ctx context.Context, ri dynamic.ResourceInterface, addon string, m *meta.RESTMapping, obj *unstructured.Unstructured) error {
+	want := c.tier.tie(addon, tieObject(m, obj))
+	if obj.GetAnnotations()[AnnotationTie] == want {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"uid": obj.GetUID(), "annotations": map[string]string{AnnotationTie: want},
+	}})
+	if err != nil {
+		return err
+	}
+	_, err = ri.Patch(ctx, obj.GetName(), types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager + "-tie"})
+	if err != nil {
+		return fmt.Errorf("tie to add-on %s: %w", addon, err)
+	}
+	return nil
+}
+
+// tieObject identifies an object as it is served for a tie.
+func tieObject(m *meta.RESTMapping, obj *unstructured.Unstructured) object {
+	return object{group: m.GroupVersionKind.Group, kind: m.GroupVersionKind.Kind, namespace: obj.GetNamespace(), name: obj.GetName(), uid: obj.GetUID()}
+}
+
+// errNotTied: the object exists but does not carry the add-on's tie, so it
+// was not applied by this server for that add-on (or was changed since).
+var errNotTied = errors.New("not tied to the add-on")
+
+// delete deletes the object ref names if it is tied to the add-on. ref comes
+// from the Addon's status, which is not trusted: only the tie is. The delete
+// has the UID that was checked as a precondition, so an object replaced in
+// between is left alone (and checked again on the next sync).
+func (c *Controller) delete(ctx context.Context, addon string, ref objRef) error {
 	gv, err := schema.ParseGroupVersion(ref.APIVersion)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", ref, errNotTied)
 	}
-	ri, _, err := c.resource(gv.WithKind(ref.Kind), ref.Namespace)
+	ri, m, _, err := c.resource(gv.WithKind(ref.Kind), ref.Namespace)
+	if meta.IsNoMatchError(err) {
+		return nil // no such kind is served: nothing of it to delete
+	}
 	if err != nil {
 		return err
 	}
+	obj, err := ri.Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !c.tier.verify(addon, tieObject(m, obj), obj.GetLabels(), obj.GetAnnotations()) {
+		return errNotTied
+	}
+	uid := obj.GetUID()
 	policy := metav1.DeletePropagationBackground
-	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy, Preconditions: &metav1.Preconditions{UID: &uid}})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -459,11 +546,16 @@ func (c *Controller) removeAddon(ctx context.Context, name string) {
 	objs := append([]objRef(nil), st.objects...)
 	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Kind != "Namespace" && objs[j].Kind == "Namespace" })
 	var failed []string
+	var left []objRef
 	for _, ref := range objs {
-		if err := c.delete(ctx, ref); err != nil {
+		if err := c.delete(ctx, name, ref); errors.Is(err, errNotTied) {
+			c.notDeleted(ctx, name, ref)
+		} else if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", ref, err))
+			left = append(left, ref)
 		}
 	}
+	st.objects = left // the next sync retries only these
 	if len(failed) > 0 {
 		c.log.Error("could not delete objects of a removed manifest", "addon", name, "errors", strings.Join(failed, "; "))
 		return // retried on the next sync
@@ -473,7 +565,7 @@ func (c *Controller) removeAddon(ctx context.Context, name string) {
 		c.log.Error("delete Addon", "addon", name, "err", err)
 		return
 	}
-	c.log.Info("removed add-on", "addon", name, "objects", len(objs))
+	c.log.Info("removed add-on", "addon", name, "listed", len(objs))
 	delete(c.state, name)
 }
 

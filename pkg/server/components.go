@@ -32,8 +32,9 @@ func parseFlags(name string, sets cliflag.NamedFlagSets, args []string) error {
 }
 
 // newAPIServer runs kube-apiserver; wrap puts bramble's own handlers (the
-// join endpoints) in front of its handler chain, on the same port.
-func newAPIServer(args func() []string, ready func(context.Context) error, wrap func(http.Handler) http.Handler) *supervisor.InProcess {
+// join endpoints) in front of its handler chain, on the same port, and
+// inner goes inside the chain, after authentication and authorization.
+func newAPIServer(args func() []string, ready func(context.Context) error, wrap, inner func(http.Handler) http.Handler) *supervisor.InProcess {
 	// The apiserver's graceful shutdown waits up to --request-timeout for open
 	// watches, and in-process clients (the kubelet) never close theirs; every
 	// write is already committed to the datastore, so wait a bounded time.
@@ -52,13 +53,14 @@ func newAPIServer(args func() []string, ready func(context.Context) error, wrap 
 		if errs := completed.Validate(); len(errs) != 0 {
 			return nil, fmt.Errorf("invalid options: %v", errs)
 		}
-		return func(ctx context.Context) error { return runAPIServer(ctx, completed, wrap) }, nil
+		return func(ctx context.Context) error { return runAPIServer(ctx, completed, wrap, inner) }, nil
 	}}
 }
 
 // runAPIServer is kube-apiserver's app.Run with one change: the outermost
-// handler chain (the aggregator's, the one that is served) is wrapped.
-func runAPIServer(ctx context.Context, opts apioptions.CompletedOptions, wrap func(http.Handler) http.Handler) error {
+// handler chain (the aggregator's, the one that is served) is wrapped, and
+// inner wraps the handler that chain protects.
+func runAPIServer(ctx context.Context, opts apioptions.CompletedOptions, wrap, inner func(http.Handler) http.Handler) error {
 	if opts.InformerName == nil {
 		name, err := cache.NewInformerName("kube-apiserver")
 		if err != nil {
@@ -73,7 +75,7 @@ func runAPIServer(ctx context.Context, opts apioptions.CompletedOptions, wrap fu
 	generic := &config.Aggregator.GenericConfig.Config
 	build := generic.BuildHandlerChainFunc
 	generic.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
-		return wrap(build(h, c))
+		return wrap(build(inner(h), c))
 	}
 	completed, err := config.Complete()
 	if err != nil {

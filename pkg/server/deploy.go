@@ -7,6 +7,7 @@ import (
 
 	"github.com/bramble-pi/bramble/manifests"
 	"github.com/bramble-pi/bramble/pkg/deploy"
+	"github.com/bramble-pi/bramble/pkg/ingresstls"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
@@ -21,6 +22,11 @@ func (cp *ControlPlane) deployController(log *slog.Logger) supervisor.Component 
 		if err := deploy.WriteBundled(cfg); err != nil {
 			return nil, err
 		}
+		key, err := deploy.EnsureTieKey(cp.paths.Cred("addon-tie.key"))
+		if err != nil {
+			return nil, err
+		}
+		cfg.TieKey = key
 		return func(ctx context.Context) error {
 			c, err := deploy.New(ctx, cfg, log)
 			if err != nil {
@@ -44,4 +50,17 @@ func (cp *ControlPlane) deployConfig() deploy.Config {
 		Kubeconfig: cp.creds.AdminKubeconfig,
 		Interval:   2 * time.Second,
 	}
+}
+
+// ingressTLS labels the TLS Secrets that Ingresses reference, the only
+// Secrets the apiserver then shows Traefik (pkg/ingresstls).
+func (cp *ControlPlane) ingressTLS() supervisor.Component {
+	return &supervisor.InProcess{ComponentName: "ingress-tls", StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
+		c, err := ingresstls.New(cp.creds.AdminKubeconfig, cp.log.With("component", "ingress-tls"))
+		if err != nil {
+			return nil, err
+		}
+		cp.traefikSecrets.Serve(c)
+		return c.Run, nil
+	}}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bramble-pi/bramble/pkg/datastore"
+	"github.com/bramble-pi/bramble/pkg/ingresstls"
 	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/pki"
@@ -27,6 +28,8 @@ type ControlPlane struct {
 	paths Paths
 	creds *Credentials
 	join  *join.Server
+	// traefikSecrets narrows Traefik's reads of Secrets (pkg/ingresstls).
+	traefikSecrets *ingresstls.Filter
 	// encryption: the apiserver reads the encryption config file.
 	encryption bool
 	ownNode    ownNode // set by EnsureNodeCredentials
@@ -74,7 +77,8 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 		}
 	}
 	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
-	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption}
+	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption,
+		traefikSecrets: ingresstls.NewFilter(ingresstls.TraefikUser)}
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
@@ -126,9 +130,9 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 			return err
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
-	}, cp.join.Wrap)
+	}, cp.join.Wrap, cp.traefikSecrets.Wrap)
 	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy")), cp.certificates()}
+		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.certificates()}
 }
 
 // joinComponent enables the authenticated join endpoints once the apiserver

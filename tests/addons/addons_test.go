@@ -1,10 +1,22 @@
 // Package addons tests a fresh server with the air-gap images: CoreDNS,
-// Traefik and the R Plumber API come up by themselves and answer.
+// Traefik and the R Plumber API come up by themselves and answer, and an
+// Ingress with TLS is served by Traefik with its Secret's certificate.
 package addons
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +54,8 @@ func TestBundledAddons(t *testing.T) {
 		return code == 200 && strings.TrimSpace(body) == "odd"
 	})
 	t.Logf("first odd through Traefik %.1f s after start", time.Since(begin).Seconds())
+
+	checkIngressTLS(t, s)
 
 	if code, body := get(base + "/parity?int=4"); strings.TrimSpace(body) != "even" {
 		t.Errorf("/parity?int=4: %d %q", code, body)
@@ -154,4 +168,107 @@ func post(url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+const tlsHost = "secure.bramble.test"
+
+const tlsIngress = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: plumber-tls
+  namespace: plumber
+spec:
+  ingressClassName: traefik
+  tls:
+    - hosts: [` + tlsHost + `]
+      secretName: plumber-tls
+  rules:
+    - host: ` + tlsHost + `
+      http:
+        paths:
+          - path: /parity
+            pathType: Prefix
+            backend:
+              service:
+                name: plumber-api
+                port:
+                  number: 8000
+`
+
+// checkIngressTLS: an Ingress with TLS is served on :443 with the
+// certificate of the Secret it names (Traefik reads that Secret through
+// bramble's narrowed view), and Traefik's service account sees no other
+// Secret.
+func checkIngressTLS(t *testing.T, s *testutil.Server) {
+	t.Helper()
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSigned(t, tlsHost)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	for f, data := range map[string][]byte{certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.MustKubectl("-n", "plumber", "create", "secret", "tls", "plumber-tls", "--cert", certFile, "--key", keyFile)
+	s.MustKubectl("-n", "plumber", "create", "secret", "generic", "unrelated", "--from-literal=password=x")
+	ingress := filepath.Join(dir, "ingress.yaml")
+	if err := os.WriteFile(ingress, []byte(tlsIngress), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.MustKubectl("apply", "-f", ingress)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		// Only the certificate from the Secret verifies (not Traefik's default one).
+		TLSClientConfig: &tls.Config{ServerName: tlsHost, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:443")
+		},
+	}}
+	var last string
+	testutil.WaitFor(t, 90*time.Second, "HTTPS through Traefik with the Ingress's certificate", func() bool {
+		resp, err := client.Get("https://" + tlsHost + "/parity?int=15")
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		last = fmt.Sprintf("%d %q", resp.StatusCode, b)
+		return resp.StatusCode == 200 && strings.TrimSpace(string(b)) == "odd"
+	})
+	t.Logf("HTTPS through Traefik: %s", last)
+	out := s.MustKubectl("--as", "system:serviceaccount:kube-system:traefik", "get", "secrets", "-A",
+		"-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}`)
+	if strings.TrimSpace(out) != "plumber/plumber-tls" {
+		t.Errorf("Traefik's service account sees Secrets %q, want only plumber/plumber-tls", out)
+	}
+	if out, err := s.Kubectl("--as", "system:serviceaccount:kube-system:traefik", "-n", "plumber", "get", "secret", "unrelated"); err == nil || !strings.Contains(out, "Forbidden") {
+		t.Errorf("Traefik's get of an unreferenced Secret: %v %s", err, out)
+	}
+}
+
+// selfSigned returns a self-signed certificate for host and its key, PEM.
+func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }

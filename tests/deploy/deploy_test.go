@@ -1,6 +1,8 @@
 // Package deploy tests the add-on controller against a real control plane:
 // user manifests applied, re-applied, pruned and removed; malformed files
-// reported by event without blocking others; bundled add-ons disabled.
+// reported by event without blocking others; bundled add-ons disabled; an
+// edited Addon.status cannot have other objects deleted; Traefik's service
+// account sees only the TLS Secrets that Ingresses reference.
 package deploy
 
 import (
@@ -109,11 +111,21 @@ func TestManifestsDirectory(t *testing.T) {
 		return err1 != nil && (out == "" || out == "Terminating")
 	})
 
+	checkTraefikSecrets(t, s)
+
+	// An Addon whose status was edited to list other objects: only its own
+	// are deleted when its file goes (here while the server is down).
+	foreign := prepareForeignObjects(t, s, dir)
+
 	// --disable plumber-api on restart removes the Plumber API.
 	s.Stop(15 * time.Second)
+	if err := os.Remove(filepath.Join(dir, "victim.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	s.Args = append(s.Args, "--disable", "plumber-api")
 	s.Start()
 	s.WaitReady(2 * time.Minute)
+	checkForeignObjectsKept(t, s, foreign)
 	testutil.WaitFor(t, 60*time.Second, "disabled plumber-api removed", func() bool {
 		_, err := s.Kubectl("-n", "plumber", "get", "deployment", "plumber-api")
 		return err != nil
@@ -132,4 +144,183 @@ func write(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+const victimManifest = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: victim-owned
+  namespace: default
+data:
+  a: b
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: victim-recreated
+  namespace: default
+data:
+  a: b
+`
+
+// prepareForeignObjects applies victim.yaml, re-creates one of its objects
+// by hand (as a user would, without bramble's tie) and edits the Addon's
+// status to list objects of others: a Deployment of the coredns add-on, a
+// ConfigMap of another file, a user's Secret and the kube-system Namespace.
+// It returns those objects as kubectl arguments.
+func prepareForeignObjects(t *testing.T, s *testutil.Server, dir string) [][]string {
+	t.Helper()
+	write(t, filepath.Join(dir, "victim.yaml"), victimManifest)
+	testutil.WaitFor(t, 30*time.Second, "victim.yaml applied", func() bool {
+		out, _ := s.Kubectl("-n", "kube-system", "get", "addon", "victim", "-o", "jsonpath={.status.applied}")
+		return out == "true"
+	})
+	tie := s.MustKubectl("get", "configmap", "victim-owned", "-o", `jsonpath={.metadata.annotations.bramble\.io/addon-tie}`)
+	if tie == "" {
+		t.Fatal("applied object has no bramble.io/addon-tie annotation")
+	}
+	s.MustKubectl("delete", "configmap", "victim-recreated")
+	// The user even copies the add-on label: without bramble's tie it is
+	// still the user's.
+	s.MustKubectl("create", "configmap", "victim-recreated", "--from-literal=who=user")
+	s.MustKubectl("label", "configmap", "victim-recreated", "bramble.io/addon=victim")
+	s.MustKubectl("create", "secret", "generic", "user-secret", "--from-literal=password=hunter2")
+	status := `{"status":{"objects":[
+	  {"apiVersion":"v1","kind":"ConfigMap","namespace":"default","name":"victim-owned"},
+	  {"apiVersion":"v1","kind":"ConfigMap","namespace":"default","name":"victim-recreated"},
+	  {"apiVersion":"apps/v1","kind":"Deployment","namespace":"kube-system","name":"coredns"},
+	  {"apiVersion":"v1","kind":"ConfigMap","namespace":"default","name":"still-applied"},
+	  {"apiVersion":"v1","kind":"Secret","namespace":"default","name":"user-secret"},
+	  {"apiVersion":"v1","kind":"Namespace","name":"kube-system"}]}}`
+	s.MustKubectl("-n", "kube-system", "patch", "addon", "victim", "--subresource=status", "--type=merge", "-p", status)
+	if out := s.MustKubectl("-n", "kube-system", "get", "addon", "victim", "-o", "jsonpath={.status.objects[*].name}"); !strings.Contains(out, "coredns") {
+		t.Fatalf("Addon status not edited: %q", out)
+	}
+	return [][]string{
+		{"-n", "kube-system", "get", "deployment", "coredns"},
+		{"get", "configmap", "still-applied"},
+		{"get", "secret", "user-secret"},
+		{"get", "namespace", "kube-system"},
+		{"get", "configmap", "victim-recreated"},
+	}
+}
+
+// checkForeignObjectsKept checks that the removed victim.yaml's own object
+// was deleted and nothing else it listed.
+func checkForeignObjectsKept(t *testing.T, s *testutil.Server, foreign [][]string) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, "the removed file's own object deleted", func() bool {
+		_, err := s.Kubectl("get", "configmap", "victim-owned")
+		return err != nil
+	})
+	testutil.WaitFor(t, 30*time.Second, "Addon victim deleted", func() bool {
+		_, err := s.Kubectl("-n", "kube-system", "get", "addon", "victim")
+		return err != nil
+	})
+	for _, args := range foreign {
+		out, err := s.Kubectl(append(args, "-o", "jsonpath={.metadata.deletionTimestamp}")...)
+		if err != nil || out != "" {
+			t.Errorf("kubectl %s: deleted by the add-on controller (%v %q)", strings.Join(args, " "), err, out)
+		}
+	}
+	if out := s.MustKubectl("get", "configmap", "victim-recreated", "-o", "jsonpath={.data.who}"); out != "user" {
+		t.Errorf("the user's re-created ConfigMap changed: who=%q", out)
+	}
+	if !strings.Contains(s.Log.String(), "object not deleted: not tied to its add-on") {
+		t.Error("no log line about the objects not deleted")
+	}
+	out, _ := s.Kubectl("-n", "kube-system", "get", "events", "--field-selector", "involvedObject.name=victim,reason=NotTied", "-o", "jsonpath={.items[*].message}")
+	if !strings.Contains(out, "Deployment kube-system/coredns not deleted") {
+		t.Errorf("no NotTied event for coredns: %q", out)
+	}
+}
+
+const traefikUser = "system:serviceaccount:kube-system:traefik"
+
+const tlsIngress = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: site
+  namespace: tls-test
+spec:
+  tls:
+    - hosts: [site.bramble.test]
+      secretName: site-tls
+    - hosts: [other.bramble.test]
+      secretName: no-keys
+  rules:
+    - host: site.bramble.test
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: site
+                port:
+                  number: 80
+`
+
+// checkTraefikSecrets: Traefik's service account lists and gets only the
+// Secrets with tls.crt and tls.key that an Ingress of their namespace names.
+func checkTraefikSecrets(t *testing.T, s *testutil.Server) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, "Traefik's RBAC applied", func() bool {
+		out, _ := s.Kubectl("auth", "can-i", "list", "secrets", "--as", traefikUser, "-A")
+		return out == "yes"
+	})
+	s.MustKubectl("create", "namespace", "tls-test")
+	s.MustKubectl("-n", "tls-test", "create", "secret", "generic", "site-tls", "--type=kubernetes.io/tls",
+		"--from-literal=tls.crt=certificate", "--from-literal=tls.key=key")
+	s.MustKubectl("-n", "tls-test", "create", "secret", "generic", "no-keys", "--from-literal=password=a")
+	s.MustKubectl("-n", "tls-test", "create", "secret", "generic", "db-password", "--from-literal=password=b")
+	s.MustKubectl("-n", "kube-system", "create", "secret", "generic", "sensitive", "--from-literal=password=c")
+	// A label set by hand on an unreferenced Secret is taken away.
+	s.MustKubectl("-n", "tls-test", "label", "secret", "db-password", "bramble.io/ingress-tls=true")
+	ingress := filepath.Join(t.TempDir(), "ingress.yaml")
+	write(t, ingress, tlsIngress)
+	s.MustKubectl("apply", "-f", ingress)
+
+	asTraefik := func(args ...string) (string, error) {
+		return s.Kubectl(append([]string{"--as", traefikUser}, args...)...)
+	}
+	visible := func() string {
+		out, err := asTraefik("get", "secrets", "-A", "-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}`)
+		if err != nil {
+			return "error: " + out
+		}
+		return strings.TrimSpace(out)
+	}
+	testutil.WaitFor(t, 30*time.Second, "Traefik sees exactly the referenced TLS Secret", func() bool {
+		return visible() == "tls-test/site-tls"
+	})
+	if all := s.MustKubectl("get", "secrets", "-A", "-o", "name"); len(strings.Fields(all)) < 4 {
+		t.Errorf("the admin sees too few Secrets: %q", all)
+	}
+	if out := s.MustKubectl("-n", "tls-test", "get", "secret", "db-password", "-o", "jsonpath={.metadata.labels}"); strings.Contains(out, "ingress-tls") {
+		t.Errorf("hand-set label not removed: %s", out)
+	}
+	testutil.WaitFor(t, 30*time.Second, "Traefik can get the referenced Secret", func() bool {
+		_, err := asTraefik("-n", "tls-test", "get", "secret", "site-tls")
+		return err == nil
+	})
+	for _, name := range []string{"db-password", "no-keys"} {
+		out, err := asTraefik("-n", "tls-test", "get", "secret", name)
+		if err == nil || !strings.Contains(out, "Forbidden") {
+			t.Errorf("Traefik's get of %s: %v %s", name, err, out)
+		}
+	}
+	if out, err := asTraefik("-n", "kube-system", "get", "secret", "sensitive"); err == nil || !strings.Contains(out, "Forbidden") {
+		t.Errorf("Traefik's get of a kube-system Secret: %v %s", err, out)
+	}
+	if out, err := asTraefik("-n", "tls-test", "delete", "secret", "site-tls"); err == nil {
+		t.Errorf("Traefik deleted a Secret: %s", out)
+	}
+
+	// No longer referenced: the label goes, and Traefik sees nothing.
+	s.MustKubectl("-n", "tls-test", "delete", "ingress", "site")
+	testutil.WaitFor(t, 30*time.Second, "Traefik sees no Secret once the Ingress is gone", func() bool {
+		return visible() == ""
+	})
+	s.MustKubectl("delete", "namespace", "tls-test", "--wait=false")
 }
