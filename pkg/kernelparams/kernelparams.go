@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 )
 
 // ProcSys is where the kernel parameters live.
@@ -18,20 +21,24 @@ const ProcSys = "/proc/sys"
 
 // Param is a kernel parameter and the value the kubelet expects.
 type Param struct {
-	Name  string // dotted, as sysctl spells it: vm.overcommit_memory
+	Path  string // below /proc/sys: vm/overcommit_memory
 	Value string
 }
 
+// Name is the parameter as sysctl spells it: vm.overcommit_memory.
+func (p Param) Name() string { return strings.ReplaceAll(p.Path, "/", ".") }
+
 // Expected are the parameters the kubelet checks with protectKernelDefaults
-// (and sets without it), with its values.
+// (and sets without it), with its values: its own constants.
 func Expected() []Param {
+	p := func(path string, value int) Param { return Param{Path: path, Value: strconv.Itoa(value)} }
 	return []Param{
-		{"vm.overcommit_memory", "1"},
-		{"vm.panic_on_oom", "0"},
-		{"kernel.panic", "10"},
-		{"kernel.panic_on_oops", "1"},
-		{"kernel.keys.root_maxkeys", "1000000"},
-		{"kernel.keys.root_maxbytes", "25000000"},
+		p(utilsysctl.VMOvercommitMemory, utilsysctl.VMOvercommitMemoryAlways),
+		p(utilsysctl.VMPanicOnOOM, utilsysctl.VMPanicOnOOMInvokeOOMKiller),
+		p(utilsysctl.KernelPanic, utilsysctl.KernelPanicRebootTimeout),
+		p(utilsysctl.KernelPanicOnOops, utilsysctl.KernelPanicOnOopsAlways),
+		p(utilsysctl.RootMaxKeys, utilsysctl.RootMaxKeysSetting),
+		p(utilsysctl.RootMaxBytes, utilsysctl.RootMaxBytesSetting),
 	}
 }
 
@@ -52,27 +59,27 @@ func (r Result) Hold() bool { return len(r.Differ) == 0 }
 func Ensure(procSys string) Result {
 	var r Result
 	for _, p := range Expected() {
-		file := filepath.Join(procSys, strings.ReplaceAll(p.Name, ".", "/"))
+		name, file := p.Name(), filepath.Join(procSys, p.Path)
 		old, err := read(file)
 		if err != nil {
-			r.Differ = append(r.Differ, fmt.Sprintf("%s: %v", p.Name, err))
+			r.Differ = append(r.Differ, fmt.Sprintf("%s: %v", name, err))
 			continue
 		}
 		if old == p.Value {
 			continue
 		}
 		if err := os.WriteFile(file, []byte(p.Value+"\n"), 0o644); err != nil {
-			r.Differ = append(r.Differ, fmt.Sprintf("%s=%s, want %s: %v", p.Name, old, p.Value, errors.Unwrap(err)))
+			r.Differ = append(r.Differ, fmt.Sprintf("%s=%s, want %s: %v", name, old, p.Value, errors.Unwrap(err)))
 			continue
 		}
 		now, err := read(file)
 		switch {
 		case err != nil:
-			r.Differ = append(r.Differ, fmt.Sprintf("%s: %v", p.Name, err))
+			r.Differ = append(r.Differ, fmt.Sprintf("%s: %v", name, err))
 		case now != p.Value:
-			r.Differ = append(r.Differ, fmt.Sprintf("%s=%s after writing %s", p.Name, now, p.Value))
+			r.Differ = append(r.Differ, fmt.Sprintf("%s=%s after writing %s", name, now, p.Value))
 		default:
-			r.Set = append(r.Set, fmt.Sprintf("%s=%s (was %s)", p.Name, p.Value, old))
+			r.Set = append(r.Set, fmt.Sprintf("%s=%s (was %s)", name, p.Value, old))
 		}
 	}
 	return r

@@ -35,9 +35,24 @@ func procSys(t *testing.T, values map[string]string) string {
 func kubeletValues() map[string]string {
 	m := map[string]string{}
 	for _, p := range Expected() {
-		m[p.Name] = p.Value
+		m[p.Name()] = p.Value
 	}
 	return m
+}
+
+// The kubelet's values, as it lists them.
+func TestExpected(t *testing.T) {
+	want := map[string]string{"vm.overcommit_memory": "1", "vm.panic_on_oom": "0", "kernel.panic": "10", "kernel.panic_on_oops": "1",
+		"kernel.keys.root_maxkeys": "1000000", "kernel.keys.root_maxbytes": "25000000"}
+	got := kubeletValues()
+	if len(got) != len(want) {
+		t.Fatalf("expected %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %s", k, got[k], v)
+		}
+	}
 }
 
 func TestEnsure(t *testing.T) {
@@ -75,9 +90,9 @@ func TestEnsure(t *testing.T) {
 			}
 			if tt.hold {
 				for _, p := range Expected() {
-					b, _ := os.ReadFile(filepath.Join(dir, strings.ReplaceAll(p.Name, ".", "/")))
+					b, _ := os.ReadFile(filepath.Join(dir, p.Path))
 					if strings.TrimSpace(string(b)) != p.Value {
-						t.Errorf("%s = %q after Ensure, want %s", p.Name, b, p.Value)
+						t.Errorf("%s = %q after Ensure, want %s", p.Name(), b, p.Value)
 					}
 				}
 				// Again: nothing to do.
