@@ -343,8 +343,10 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, ok func() bool) {
 	t.Fatalf("%s: not within %s", what, timeout)
 }
 
-// kernelSettings are the sysctls the kubelet changes; node tests put them back.
-var kernelSettings = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
+// kernelSettings are the sysctls bramble sets for the kubelet
+// (pkg/kernelparams); node tests put them back.
+var kernelSettings = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory",
+	"/proc/sys/vm/panic_on_oom", "/proc/sys/kernel/keys/root_maxkeys", "/proc/sys/kernel/keys/root_maxbytes"}
 
 // CleanupNode makes a test that runs a node leave the machine as it found it:
 // after the test, bramble-killall.sh runs for the server's data dir and the
