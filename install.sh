@@ -8,7 +8,14 @@
 #
 # Arguments after `sh -s -` are passed to bramble: `sh -s - server --disable traefik`.
 # A first argument `server` or `agent` picks the command; else BRAMBLE_URL set
-# means agent, unset means server.
+# means agent, unset means server. Secrets never go on bramble's command line
+# or into the service file (mode 0644, and `ps` shows command lines to every
+# user): --token/-t, --agent-token and --datastore-endpoint given as
+# arguments are written to the environment file (mode 0600) instead, as
+# BRAMBLE_TOKEN, BRAMBLE_AGENT_TOKEN and BRAMBLE_DATASTORE_ENDPOINT; so is
+# --data-dir/-d (BRAMBLE_DATA_DIR), which install.sh and the uninstall script
+# must know. A data dir that is a system directory (/, /var, /usr, /etc,
+# /home, /root, /boot, /var/lib, a home directory, ...) is refused.
 #
 # What it does: detects the architecture (amd64, arm64, armhf) and the init
 # system; downloads sha256sum-<arch>.txt, bramble-<arch> and the image tarball
@@ -32,7 +39,9 @@
 #   INSTALL_BRAMBLE_DOWNLOAD_URL     where bramble-<arch>, bramble-airgap-images-<arch>.tar.zst and
 #                                    sha256sum-<arch>.txt (listing both) are (default: the latest
 #                                    GitHub release,
-#                                    https://github.com/bramble-pi/bramble/releases/latest/download)
+#                                    https://github.com/bramble-pi/bramble/releases/latest/download);
+#                                    https:// only (curl also refuses a redirect to http://), or a
+#                                    local directory (/path or file:///path, checked the same way)
 #   INSTALL_BRAMBLE_SKIP_IMAGES      true: no image tarball (the bundled workloads then have no
 #                                    images unless you put them in <data-dir>/agent/images/)
 #   INSTALL_BRAMBLE_SKIP_DOWNLOAD    true: air-gapped install from INSTALL_BRAMBLE_ARTIFACT_DIR
@@ -83,6 +92,22 @@ quote() {
 	printf "'%s'" "$1"
 }
 
+# to_env FLAG VALUE: a bramble flag given as an argument that goes to the
+# environment file instead (a secret, or the data dir) as its BRAMBLE_*
+# variable; the flag wins over a variable set as well, as in bramble.
+to_env() {
+	case "${1#-}" in
+	-token | token | t) name=BRAMBLE_TOKEN ;;
+	-agent-token | agent-token) name=BRAMBLE_AGENT_TOKEN ;;
+	-datastore-endpoint | datastore-endpoint) name=BRAMBLE_DATASTORE_ENDPOINT ;;
+	-data-dir | data-dir | d) name=BRAMBLE_DATA_DIR ;;
+	*) fatal "to_env: unexpected flag $1" ;;
+	esac
+	eval "$name=\$2"
+	export "${name?}"
+	info "$1: written to the environment file as $name, not to the command line"
+}
+
 # ---------------------------------------------------------------- set-up
 
 setup_env() {
@@ -92,10 +117,54 @@ setup_env() {
 		SUDO=sudo
 	fi
 
+	# The command: the first argument, else INSTALL_BRAMBLE_EXEC's first
+	# word, else agent when BRAMBLE_URL is set.
+	set -f
+	# shellcheck disable=SC2086 # INSTALL_BRAMBLE_EXEC is split into words on purpose
+	set -- $INSTALL_BRAMBLE_EXEC "$@"
+	set +f
+	case "${1:-}" in
+	server | agent)
+		CMD="$1"
+		shift
+		;;
+	*)
+		if [ -n "${BRAMBLE_URL:-}" ]; then CMD=agent; else CMD=server; fi
+		;;
+	esac
+	EXEC_ARGS=""
+	while [ $# -gt 0 ]; do
+		a="$1"
+		shift
+		# Secrets (and the data dir) go to the environment file.
+		case "$a" in
+		--token | -token | -t | --agent-token | -agent-token | --datastore-endpoint | -datastore-endpoint | --data-dir | -data-dir | -d)
+			[ $# -gt 0 ] || fatal "$a needs a value"
+			to_env "$a" "$1"
+			shift
+			continue
+			;;
+		--token=* | -token=* | -t=* | --agent-token=* | -agent-token=* | --datastore-endpoint=* | -datastore-endpoint=* | --data-dir=* | -data-dir=* | -d=*)
+			to_env "${a%%=*}" "${a#*=}"
+			continue
+			;;
+		esac
+		quote "$a" "an argument for bramble" >/dev/null # dies on a value the service files cannot hold
+		EXEC_ARGS="$EXEC_ARGS $(quote "$a")"
+	done
+
 	BIN_DIR="${INSTALL_BRAMBLE_BIN_DIR:-/usr/local/bin}"
 	SYSTEMD_DIR="${INSTALL_BRAMBLE_SYSTEMD_DIR:-/etc/systemd/system}"
 	DOWNLOAD_URL="${INSTALL_BRAMBLE_DOWNLOAD_URL:-https://github.com/bramble-pi/bramble/releases/latest/download}"
 	DOWNLOAD_URL="${DOWNLOAD_URL%/}"
+	if ! is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}"; then
+		case "$DOWNLOAD_URL" in
+		https://* | file:///*) ;;
+		/*) DOWNLOAD_URL="file://$DOWNLOAD_URL" ;;
+		http://*) fatal "INSTALL_BRAMBLE_DOWNLOAD_URL is http://, refused: over plain HTTP anyone on the way can change bramble and its checksums. Use https://, or a local directory (/path) with the files" ;;
+		*) fatal "INSTALL_BRAMBLE_DOWNLOAD_URL must be an https:// URL or a local directory, got '$DOWNLOAD_URL'" ;;
+		esac
+	fi
 	ARTIFACT_DIR="${INSTALL_BRAMBLE_ARTIFACT_DIR:-.}"
 	DATA_DIR="${BRAMBLE_DATA_DIR:-/var/lib/bramble}"
 	case "$DATA_DIR" in
@@ -107,27 +176,6 @@ setup_env() {
 	/*) ;;
 	*) fatal "INSTALL_BRAMBLE_BIN_DIR must be an absolute path, got '$BIN_DIR'" ;;
 	esac
-
-	# The command: the first argument, else INSTALL_BRAMBLE_EXEC's first
-	# word, else agent when BRAMBLE_URL is set.
-	set -f
-	# shellcheck disable=SC2086 # INSTALL_BRAMBLE_EXEC is split into words on purpose
-	set -- $INSTALL_BRAMBLE_EXEC "$@"
-	set +f
-	case "$1" in
-	server | agent)
-		CMD="$1"
-		shift
-		;;
-	*)
-		if [ -n "${BRAMBLE_URL:-}" ]; then CMD=agent; else CMD=server; fi
-		;;
-	esac
-	EXEC_ARGS=""
-	for a in "$@"; do
-		quote "$a" "an argument for bramble" >/dev/null # dies on a value the service files cannot hold
-		EXEC_ARGS="$EXEC_ARGS $(quote "$a")"
-	done
 
 	# The BRAMBLE_* variables go to the environment file: check them now,
 	# before anything is installed. check-config's test hook stays out.
@@ -220,15 +268,22 @@ setup_tmp() {
 # GNU wget's progress bar; background: run as `fetch ... background &`, the
 # downloader replaces the subshell (so that its PID is the downloader's).
 fetch() {
-	command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 ||
-		fatal "neither curl nor wget is installed: install one (apt-get install curl), or copy the files over and use INSTALL_BRAMBLE_SKIP_DOWNLOAD=true"
 	run=""
 	[ "${3:-}" = background ] && run="exec"
+	case "$2" in
+	file://*)
+		$run cp "${2#file://}" "$1"
+		return
+		;;
+	esac
+	command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 ||
+		fatal "neither curl nor wget is installed: install one (apt-get install curl), or copy the files over and use INSTALL_BRAMBLE_SKIP_DOWNLOAD=true"
 	if command -v curl >/dev/null 2>&1; then
+		# https only, redirects included.
 		if [ "${3:-}" = bar ]; then
-			curl -fL --progress-bar -o "$1" "$2"
+			curl -fL --proto =https --proto-redir =https --progress-bar -o "$1" "$2"
 		else
-			$run curl -fsSL -o "$1" "$2"
+			$run curl -fsSL --proto =https --proto-redir =https -o "$1" "$2"
 		fi
 	elif [ "${3:-}" = bar ]; then
 		wget -q --show-progress --progress=bar:force -O "$1" "$2"
@@ -352,6 +407,16 @@ get_binary() {
 	info "got $VERSION"
 }
 
+# check_data_dir refuses a data dir that is a system directory (/, /var,
+# /usr, /etc, /home, ...): bramble-uninstall.sh deletes the data dir. The
+# killall script of the binary being installed is the one judge of that
+# (bramble-killall.sh --check), for install.sh and the uninstall script.
+check_data_dir() {
+	"$BINARY" killall-script >"$TMP_DIR/killall.sh" || fatal "$NAME killall-script failed; nothing was installed"
+	$SUDO sh "$TMP_DIR/killall.sh" --check --data-dir "$DATA_DIR" ||
+		fatal "BRAMBLE_DATA_DIR (or --data-dir) '$DATA_DIR' cannot be bramble's data dir: bramble-uninstall.sh would delete it; nothing was installed"
+}
+
 # get_images sets IMAGES to the verified image tarball to install, or to
 # nothing when there is none or the installed one is the same.
 get_images() {
@@ -469,6 +534,17 @@ EOF
 		cat <<'EOF'
 
 info() { printf '[INFO]  %s\n' "$*"; }
+
+# The data dir is deleted below: never a system directory (/, /var, /usr,
+# ...), also not through a symbolic link made after the install.
+if [ -x "$BIN_DIR/bramble-killall.sh" ]; then
+	"$BIN_DIR/bramble-killall.sh" --check --data-dir "$DATA_DIR" || exit 1
+elif [ -x "$BIN_DIR/bramble" ]; then
+	"$BIN_DIR/bramble" killall-script | sh -s -- --check --data-dir "$DATA_DIR" || exit 1
+else
+	echo "bramble-uninstall.sh: neither $BIN_DIR/bramble-killall.sh nor $BIN_DIR/bramble is there to check the data dir $DATA_DIR with; remove what is left by hand" >&2
+	exit 1
+fi
 
 case "$INIT" in
 systemd)
@@ -696,6 +772,7 @@ main() {
 	setup_tmp
 	get_sums
 	get_binary
+	check_data_dir
 	get_images
 	install_binary
 	install_images

@@ -53,19 +53,37 @@ done
 
 [ "$(id -u)" = 0 ] || die "must run as root"
 
-# clean_dir DIR: DIR without trailing slashes; refuses relative paths and
-# system directories, which the unmount and remove steps must never touch.
+# system_dir DIR: DIR is the root, a top-level directory, a user's home or
+# a directory the system keeps its own things in (anything under /usr,
+# /etc, /boot; /var/lib, /var/log, ...): never a node's own directory.
+system_dir() {
+	case "$1" in
+	/ | /usr/* | /etc/* | /boot/* | /proc/* | /sys/* | /dev/*) return 0 ;;
+	/var/lib | /var/log | /var/cache | /var/tmp | /var/spool | /var/mail | /var/backups | /var/opt | /var/local | /var/run) return 0 ;;
+	/home/*/*) return 1 ;;
+	/home/*) return 0 ;;
+	/*/*) return 1 ;;
+	esac
+	return 0 # a top-level directory: /var, /home, /srv, /root, ...
+}
+
+# clean_dir DIR: DIR without trailing or doubled slashes; refuses relative
+# paths, . and .. in them, and system directories (system_dir), also behind
+# a symbolic link: the unmount and remove steps must never touch those.
 clean_dir() {
-	d="$1"
+	d="$(printf '%s' "$1" | tr -s /)"
 	while [ "${#d}" -gt 1 ] && [ "${d%/}" != "$d" ]; do d="${d%/}"; done
 	case "$d" in
 	/*) ;;
 	*) die "'$1' is not an absolute path" ;;
 	esac
-	case "$d" in
-	/ | /run | /var | /var/lib | /var/run | /usr | /etc | /home | /root | /tmp | /opt | /srv | /boot | /proc | /sys | /dev)
-		die "refusing to clean up '$1'" ;;
+	case "$d/" in
+	*/./* | */../*) die "'$1': give the path without . or .." ;;
 	esac
+	system_dir "$d" && die "refusing to clean up '$1': a system directory"
+	if [ -e "$d" ] && real="$(readlink -f "$d")" && system_dir "$real"; then
+		die "refusing to clean up '$1': it is $real, a system directory"
+	fi
 	printf '%s\n' "$d"
 }
 DATA_DIR="$(clean_dir "$DATA_DIR")" || exit 1

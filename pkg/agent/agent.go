@@ -35,6 +35,7 @@ type Config struct {
 	CgroupDriver        string // cgroupfs or systemd
 	CgroupRoot          string // "/" unless several nodes share a host
 	RestrictOOMScoreAdj bool
+	AppArmor            bool // containers get AppArmor profiles (the host runs AppArmor)
 	SandboxImage        string
 	Snapshotter         string // overlayfs or native; containerd falls back to native if overlay fails
 	KubeletRootDir      string
@@ -64,6 +65,9 @@ type Agent struct {
 	cfg        Config
 	log        *slog.Logger
 	containerd containerd.Config
+	// protectKernelDefaults: the kernel parameters hold what the kubelet
+	// expects (set by the kubelet component before it starts).
+	protectKernelDefaults bool
 }
 
 // New prepares a node.
@@ -77,6 +81,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		SandboxImage:        cfg.SandboxImage,
 		Snapshotter:         cfg.Snapshotter,
 		RestrictOOMScoreAdj: cfg.RestrictOOMScoreAdj,
+		AppArmor:            cfg.AppArmor,
 		SystemdCgroup:       cfg.CgroupDriver == "systemd",
 		Debug:               cfg.Debug,
 		Profiling:           cfg.Profiling,

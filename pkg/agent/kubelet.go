@@ -18,7 +18,9 @@ import (
 	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
 	"sigs.k8s.io/yaml"
 
+	"github.com/bramble-pi/bramble/pkg/kernelparams"
 	"github.com/bramble-pi/bramble/pkg/pki"
+	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 )
 
 // kubeletConfig is the KubeletConfiguration bramble generates.
@@ -44,7 +46,8 @@ func (a *Agent) kubeletConfig() (map[string]any, error) {
 		"authorization":               map[string]any{"mode": "Webhook"},
 		"tlsCertFile":                 c.Creds.ServingCert,
 		"tlsPrivateKeyFile":           c.Creds.ServingKey,
-		"tlsMinVersion":               "VersionTLS12",
+		"tlsMinVersion":               tlspolicy.MinVersionName,
+		"tlsCipherSuites":             tlspolicy.CipherSuiteNames(),
 		"clusterDNS":                  []string{c.ClusterDNS.String()},
 		"clusterDomain":               c.ClusterDomain,
 		"containerRuntimeEndpoint":    "unix://" + a.containerd.Socket(),
@@ -56,7 +59,7 @@ func (a *Agent) kubeletConfig() (map[string]any, error) {
 		"resolvConf":                  c.ResolvConf,
 		"staticPodPath":               filepath.Join(c.agentDir(), "pod-manifests"),
 		"serializeImagePulls":         false,
-		"protectKernelDefaults":       false,
+		"protectKernelDefaults":       a.protectKernelDefaults,
 		"evictionHard":                map[string]string{"imagefs.available": "5%", "nodefs.available": "5%", "memory.available": "50Mi"},
 		"evictionMinimumReclaim":      map[string]string{"imagefs.available": "10%", "nodefs.available": "10%"},
 		"imageGCHighThresholdPercent": 90,
@@ -65,11 +68,28 @@ func (a *Agent) kubeletConfig() (map[string]any, error) {
 		"registerWithTaints":          registerTaints,
 		"logging":                     map[string]any{"format": "text"},
 	}
+	// Idle kubectl exec/attach/port-forward sessions are closed after 5 min.
+	conf["streamingConnectionIdleTimeout"] = "5m"
 	if c.RestrictOOMScoreAdj {
 		// Without CAP_SYS_RESOURCE a negative oom_score_adj cannot be set.
 		conf["oomScoreAdj"] = 0
 	}
 	return conf, nil
+}
+
+// kernelDefaults gives the kernel parameters the values the kubelet
+// expects and reports whether they all hold, so that the kubelet can run
+// with protectKernelDefaults (it then checks them instead of setting them).
+func (a *Agent) kernelDefaults() bool {
+	r := kernelparams.Ensure(kernelparams.ProcSys)
+	if len(r.Set) > 0 {
+		a.log.Info("kernel parameters set for the kubelet", "set", r.Set)
+	}
+	if !r.Hold() {
+		a.log.Info("kubelet runs without protectKernelDefaults: kernel parameters differ from what it expects", "differ", r.Differ)
+		return false
+	}
+	return true
 }
 
 // taints parses --node-taint values, key[=value]:Effect, into the
@@ -109,6 +129,7 @@ func (a *Agent) kubeletArgs(configFile string) []string {
 // setupKubelet loads the generated configuration the way the kubelet command
 // does, and returns its blocking run function.
 func (a *Agent) setupKubelet(ctx context.Context) (func(context.Context) error, error) {
+	a.protectKernelDefaults = a.kernelDefaults()
 	flags, kc, err := a.kubeletSettings(ctx, filepath.Join(a.cfg.dirs().AgentEtc(), "kubelet.yaml"))
 	if err != nil {
 		return nil, err

@@ -6,8 +6,10 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -16,6 +18,7 @@ import (
 	kubeletconfigvalidation "k8s.io/kubernetes/pkg/kubelet/apis/config/validation"
 
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
+	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 )
 
 type kubeletSettingsResult struct {
@@ -137,6 +140,15 @@ func TestKubeletSettings(t *testing.T) {
 			if kc.TLSMinVersion != "VersionTLS12" || kc.TLSCertFile == "" || kc.Authentication.X509.ClientCAFile == "" {
 				t.Errorf("tls: min %q cert %q clientCA %q", kc.TLSMinVersion, kc.TLSCertFile, kc.Authentication.X509.ClientCAFile)
 			}
+			if !slices.Equal(kc.TLSCipherSuites, tlspolicy.CipherSuiteNames()) {
+				t.Errorf("tlsCipherSuites %q, want %q", kc.TLSCipherSuites, tlspolicy.CipherSuiteNames())
+			}
+			if kc.StreamingConnectionIdleTimeout.Duration != 5*time.Minute {
+				t.Errorf("streamingConnectionIdleTimeout %s, want 5m", kc.StreamingConnectionIdleTimeout.Duration)
+			}
+			if kc.ProtectKernelDefaults {
+				t.Error("protectKernelDefaults on although the kernel parameters were not checked")
+			}
 			if len(kc.ClusterDNS) != 1 || kc.ClusterDNS[0] != "10.43.0.10" || kc.ClusterDomain != "cluster.local" {
 				t.Errorf("cluster DNS %v domain %q", kc.ClusterDNS, kc.ClusterDomain)
 			}
@@ -181,5 +193,20 @@ func TestKubeletSettingsErrors(t *testing.T) {
 				t.Fatalf("err = %v, want one with %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// With the kernel parameters as the kubelet expects them (kernelDefaults
+// said so), the kubelet checks them instead of setting them.
+func TestKubeletProtectKernelDefaults(t *testing.T) {
+	cfg := testConfig(t)
+	a := New(cfg, slog.New(slog.DiscardHandler))
+	a.protectKernelDefaults = true
+	_, kc, err := a.kubeletSettings(context.Background(), filepath.Join(cfg.DataDir, "kubelet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kc.ProtectKernelDefaults {
+		t.Error("protectKernelDefaults off")
 	}
 }

@@ -75,6 +75,7 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 	if c.Bool("shipped-images") {
 		shipped = images.BesideBinary(binaryPath(), runtime.GOARCH)
 	}
+	apparmor, _ := facts.AppArmor()
 	return agent.Config{
 		ShippedImages:       shipped,
 		NodeName:            nodeName,
@@ -93,6 +94,7 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		CgroupDriver:        facts.CgroupDriver(),
 		CgroupRoot:          "/",
 		RestrictOOMScoreAdj: facts.RestrictOOMScoreAdj(),
+		AppArmor:            apparmor,
 		SandboxImage:        pause.Image,
 		Snapshotter:         facts.Snapshotter(),
 		KubeletRootDir:      "/var/lib/kubelet",
@@ -111,6 +113,9 @@ func newNode(log *slog.Logger, facts hostcheck.Facts, cfg agent.Config) (*agent.
 	}
 	for _, w := range facts.Warnings() {
 		log.Warn(w)
+	}
+	if ok, why := facts.AppArmor(); !ok {
+		log.Info("AppArmor off for containers", "why", why)
 	}
 	binDir, err := bundle.BinDir(cfg.DataDir)
 	if err != nil {

@@ -25,6 +25,7 @@ type Config struct {
 	SandboxImage        string
 	RestrictOOMScoreAdj bool
 	SystemdCgroup       bool
+	AppArmor            bool // the host runs AppArmor: containers get profiles (runtime/default unless a pod names one)
 	Debug               bool
 	// Profiling serves containerd's Go profiles on DebugSocket.
 	Profiling bool
@@ -91,7 +92,7 @@ state = "{{.State}}"
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
-  disable_apparmor = true
+  disable_apparmor = {{not .AppArmor}}
   restrict_oom_score_adj = {{.RestrictOOMScoreAdj}}
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{{.BinDir}}"]

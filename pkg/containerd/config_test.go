@@ -71,6 +71,7 @@ func TestWriteConfig(t *testing.T) {
 		{"systemd cgroups", func(c *Config) { c.SystemdCgroup = true }},
 		{"native snapshotter", func(c *Config) { c.Snapshotter = "native" }},
 		{"debug", func(c *Config) { c.Debug = true }},
+		{"AppArmor on the host", func(c *Config) { c.AppArmor = true }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,8 +110,8 @@ func TestWriteConfig(t *testing.T) {
 			if rt.RestrictOOMScoreAdj != c.RestrictOOMScoreAdj {
 				t.Errorf("restrict_oom_score_adj = %v, want %v", rt.RestrictOOMScoreAdj, c.RestrictOOMScoreAdj)
 			}
-			if !rt.DisableApparmor || rt.EnableSelinux {
-				t.Errorf("apparmor disabled %v, selinux %v: this host has neither", rt.DisableApparmor, rt.EnableSelinux)
+			if rt.DisableApparmor == c.AppArmor || rt.EnableSelinux {
+				t.Errorf("disable_apparmor %v with AppArmor %v, selinux %v", rt.DisableApparmor, c.AppArmor, rt.EnableSelinux)
 			}
 			if len(rt.CNI.BinDirs) != 1 || rt.CNI.BinDirs[0] != c.BinDir || rt.CNI.ConfDir != c.CNIConfDir {
 				t.Errorf("cni %+v, want bin %s conf %s", rt.CNI, c.BinDir, c.CNIConfDir)

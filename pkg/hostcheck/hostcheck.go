@@ -153,6 +153,13 @@ type Facts struct {
 	Iptables Iptables `json:"iptables"`
 	// Swap is true when /proc/swaps lists an active swap area.
 	Swap bool `json:"swap"`
+	// AppArmorKernel is true when the kernel runs AppArmor
+	// (/sys/module/apparmor/parameters/enabled is Y and
+	// /sys/kernel/security/apparmor exists).
+	AppArmorKernel bool `json:"apparmorKernel"`
+	// AppArmorParser is true when /sbin/apparmor_parser exists: containerd
+	// loads its runtime/default profile with it.
+	AppArmorParser bool `json:"apparmorParser"`
 
 	// Cmdline is the running kernel's command line (/proc/cmdline).
 	Cmdline string `json:"cmdline"`
@@ -242,6 +249,8 @@ func DetectFrom(src Source) (Facts, error) {
 	}
 
 	f.Iptables = detectIptables(src)
+	f.AppArmorKernel = readTrimmed(src, "sys/module/apparmor/parameters/enabled") == "Y" && isDir(src, "sys/kernel/security/apparmor")
+	f.AppArmorParser = isFile(src, "sbin/apparmor_parser")
 	return f, nil
 }
 
@@ -285,6 +294,20 @@ func (f Facts) Snapshotter() string {
 		return "overlayfs"
 	}
 	return "native"
+}
+
+// AppArmor reports whether containers get AppArmor profiles (containerd's
+// disable_apparmor off) and, when not, why: the kernel must run AppArmor
+// and containerd needs /sbin/apparmor_parser to load its runtime/default
+// profile (it checks both itself and would refuse such pods otherwise).
+func (f Facts) AppArmor() (enabled bool, why string) {
+	switch {
+	case !f.AppArmorKernel:
+		return false, "the kernel does not run AppArmor (/sys/module/apparmor/parameters/enabled is not Y or /sys/kernel/security/apparmor is missing)"
+	case !f.AppArmorParser:
+		return false, "the kernel runs AppArmor but /sbin/apparmor_parser is missing (apt-get install apparmor)"
+	}
+	return true, ""
 }
 
 // Warnings are the checks of Report that are not OK, in the report's words

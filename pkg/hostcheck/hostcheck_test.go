@@ -654,3 +654,54 @@ func capgetEffective() (uint64, bool) {
 	}
 	return uint64(data[1].effective)<<32 | uint64(data[0].effective), true
 }
+
+// AppArmor is on for containers only where the kernel runs it and
+// containerd can load its profile; the sample of this machine has neither.
+func TestAppArmor(t *testing.T) {
+	withAppArmor := func(enabled string, securityfs, parser bool) fstest.MapFS {
+		m := loadSample(t, "thismachine")
+		m["sys/module/apparmor/parameters/enabled"] = &fstest.MapFile{Data: []byte(enabled + "\n")}
+		if securityfs {
+			m["sys/kernel/security/apparmor"] = &fstest.MapFile{Mode: fs.ModeDir | 0o755}
+		}
+		if parser {
+			// Debian's merged /usr: /sbin is a link to usr/sbin.
+			m["sbin"] = &fstest.MapFile{Data: []byte("usr/sbin"), Mode: fs.ModeSymlink | 0o777}
+			m["usr/sbin/apparmor_parser"] = &fstest.MapFile{Data: []byte("stand-in\n"), Mode: 0o755}
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		src     fstest.MapFS
+		enabled bool
+		why     string
+	}{
+		{"this machine: no AppArmor", loadSample(t, "thismachine"), false, "the kernel does not run AppArmor"},
+		{"Debian 12 with the apparmor package", withAppArmor("Y", true, true), true, ""},
+		{"module loaded but switched off (apparmor=0)", withAppArmor("N", true, true), false, "the kernel does not run AppArmor"},
+		{"no securityfs entry", withAppArmor("Y", false, true), false, "the kernel does not run AppArmor"},
+		{"no apparmor_parser", withAppArmor("Y", true, false), false, "/sbin/apparmor_parser is missing (apt-get install apparmor)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := DetectFrom(tt.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enabled, why := f.AppArmor()
+			if enabled != tt.enabled || !strings.Contains(why, tt.why) || (tt.enabled && why != "") {
+				t.Errorf("AppArmor() = %v, %q; want %v and a reason with %q", enabled, why, tt.enabled, tt.why)
+			}
+			var line string
+			for _, c := range f.Report() {
+				if c.Name == "AppArmor" {
+					line = c.Text()
+				}
+			}
+			if line == "" || (tt.enabled != strings.Contains(line, "runtime/default")) {
+				t.Errorf("report line %q", line)
+			}
+		})
+	}
+}

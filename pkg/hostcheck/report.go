@@ -59,7 +59,7 @@ func (c Check) Text() string {
 // Report lists what the host provides for a node, one Check per feature:
 // the cgroup version and each controller, overlayfs, bridge, br_netfilter,
 // vxlan, iptables, nftables, swap, mount propagation of /,
-// CAP_SYS_RESOURCE, the init system and the cgroup driver.
+// CAP_SYS_RESOURCE, AppArmor, the init system and the cgroup driver.
 func (f Facts) Report() []Check {
 	var checks []Check
 	add := func(name string, st Status, detail, fix string) {
@@ -176,6 +176,11 @@ func (f Facts) Report() []Check {
 		add("CAP_SYS_RESOURCE", OK, "present", "")
 	} else {
 		add("CAP_SYS_RESOURCE", Warn, "missing (container or non-root): containerd restricts oom_score_adj and kubelet keeps it non-negative", "")
+	}
+	if ok, why := f.AppArmor(); ok {
+		add("AppArmor", OK, "enabled: containers get the runtime/default profile", "")
+	} else {
+		add("AppArmor", OK, "off for containers: "+why, "")
 	}
 	if f.Systemd {
 		add("init system", OK, "systemd (cgroup driver "+f.CgroupDriver()+")", "")

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
+	"github.com/bramble-pi/bramble/pkg/ratelimit"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
 
@@ -102,17 +103,25 @@ func (s *Server) Mount(prefix string, h http.Handler) {
 // Wrap serves the join paths and the mounted handlers and hands every other
 // request to next.
 func (s *Server) Wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Wrong tokens and certificates: rate-limited per source address, logged
+	// in sums.
+	limited := ratelimit.New(ratelimit.Defaults("join"), s.log).Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case CACertsPath:
-			w.Header().Set("Content-Type", "application/x-pem-file")
-			_, _ = w.Write(s.caBundle)
 		case NodePath:
 			s.serveNode(w, r)
 		case PasswordPath:
 			s.servePassword(w, r)
 		case RenewPath:
 			s.serveRenew(w, r)
+		}
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case CACertsPath:
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			_, _ = w.Write(s.caBundle)
+		case NodePath, PasswordPath, RenewPath:
+			limited.ServeHTTP(w, r)
 		default:
 			for _, m := range s.mounts {
 				if strings.HasPrefix(r.URL.Path, m.prefix) {
@@ -164,7 +173,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 }
 
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	s.log.Warn("join refused", "from", r.RemoteAddr, "reason", msg)
+	if code != http.StatusUnauthorized { // the rate limiter logs those, summed
+		s.log.Warn("join refused", "from", r.RemoteAddr, "reason", msg)
+	}
 	http.Error(w, msg, code)
 }
 

@@ -94,6 +94,7 @@ func TestAPIServerArgs(t *testing.T) {
 				"authorization-mode":          {"Node,RBAC"},
 				"enable-admission-plugins":    {"NodeRestriction"},
 				"tls-min-version":             {"VersionTLS12"},
+				"tls-cipher-suites":           {"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"},
 				"profiling":                   {"false"},
 				"requestheader-allowed-names": {"system:auth-proxy"},
 			},

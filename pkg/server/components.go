@@ -21,6 +21,7 @@ import (
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
 	"github.com/bramble-pi/bramble/pkg/supervisor"
+	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 )
 
 // parseFlags parses args into a component's named flag sets.
@@ -178,6 +179,6 @@ func adminHTTPClient(cr *Credentials) (*http.Client, error) {
 		return nil, fmt.Errorf("load admin certificate: %w", err)
 	}
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: tlspolicy.Apply(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}),
 	}}, nil
 }

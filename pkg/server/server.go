@@ -17,6 +17,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/pki"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
+	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
 
@@ -180,7 +181,8 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 		"--client-ca-file=" + cr.ClientCA,
 		"--tls-cert-file=" + cr.ServingCert,
 		"--tls-private-key-file=" + cr.ServingKey,
-		"--tls-min-version=VersionTLS12",
+		"--tls-min-version=" + tlspolicy.MinVersionName,
+		"--tls-cipher-suites=" + strings.Join(tlspolicy.CipherSuiteNames(), ","),
 		"--kubelet-certificate-authority=" + cr.KubeletServingCA,
 		"--kubelet-client-certificate=" + cr.KubeletClientCert,
 		"--kubelet-client-key=" + cr.KubeletClientKey,

@@ -130,11 +130,43 @@ func TestAuthentication(t *testing.T) {
 	if code := get(t, s.HTTPClient(admin), s.URL()+"/api/v1/namespaces"); code != http.StatusOK {
 		t.Errorf("admin certificate: %d, want 200", code)
 	}
-	// TLS 1.1 is refused.
-	old := s.HTTPClient(admin)
-	old.Transport.(*http.Transport).TLSClientConfig.MaxVersion = tls.VersionTLS11
-	if _, err := old.Get(s.URL() + "/readyz"); err == nil {
-		t.Error("TLS 1.1 handshake accepted")
+	// TLS 1.1, CBC and RSA key-exchange suites are refused.
+	testutil.CheckTLSPolicy(t, "127.0.0.1:"+itoa(s.Port))
+
+	// Wrong join tokens: the first ten are answered 401, then 429 with
+	// Retry-After, per source address; logged in one line (the sums
+	// follow once a minute), not one per request.
+	codes := map[int]int{}
+	c := s.HTTPClient()
+	for range 300 {
+		req, _ := http.NewRequest(http.MethodPost, s.URL()+"/v1-bramble/node", strings.NewReader(`{"nodeName":"pi9","nodeIP":"10.0.0.9"}`))
+		req.SetBasicAuth("server", "not-the-secret")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes[resp.StatusCode]++
+		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	t.Logf("300 wrong join tokens: %v", codes)
+	if codes[http.StatusUnauthorized] < 10 || codes[http.StatusUnauthorized] > 12 || codes[http.StatusUnauthorized]+codes[http.StatusTooManyRequests] != 300 {
+		t.Errorf("300 wrong join tokens answered %v, want ~10 x 401 and the rest 429", codes)
+	}
+	var joinLines []string
+	for _, l := range strings.Split(s.Log.String(), "\n") {
+		if strings.Contains(l, "join refus") {
+			joinLines = append(joinLines, l)
+		}
+	}
+	t.Logf("log:\n%s", strings.Join(joinLines, "\n"))
+	if len(joinLines) == 0 || len(joinLines) > 2 {
+		t.Errorf("%d log lines about the refused joins, want 1 or 2:\n%s", len(joinLines), strings.Join(joinLines, "\n"))
+	}
+	if code := get(t, c, s.URL()+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz from the rate-limited address: %d", code)
 	}
 
 	// The token is printed by `bramble token show` and never logged.

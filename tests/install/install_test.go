@@ -1,9 +1,11 @@
 // Package install tests install.sh for real (root needed): each test unpacks
 // a fresh Debian bookworm minbase root filesystem (scripts/testroot.sh,
 // cached by `make testroot`), copies install.sh into it and runs it with
-// chroot in a PID and mount namespace of its own, against an HTTP server on
+// chroot in a PID and mount namespace of its own, against an HTTPS server on
 // 127.0.0.1 serving the release layout (bramble-amd64 = bin/bramble, a small
-// stand-in for the image tarball, sha256sum-amd64.txt). The chroot has no init system: systemd and OpenRC
+// stand-in for the image tarball, sha256sum-amd64.txt); its certificate comes
+// from a test CA that the root filesystem's system store
+// (/etc/ssl/certs/ca-certificates.crt, what curl and wget read) trusts. The chroot has no init system: systemd and OpenRC
 // are detected the way install.sh detects them (/run/systemd/system and a
 // systemctl; /sbin/openrc-run and rc-update), with stub commands that record
 // their calls. The uninstall script runs in a network namespace of its own
@@ -11,10 +13,21 @@
 package install
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"io"
 	"io/fs"
+	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -109,7 +122,57 @@ func rootfs(t *testing.T) string {
 		}
 	}
 	copyFile(t, filepath.Join(testutil.RepoRoot(t), "install.sh"), filepath.Join(root, "tmp", "install.sh"), 0o755)
+	writeFile(t, filepath.Join(root, "etc/ssl/certs/ca-certificates.crt"), string(releaseTLS(t).caPEM), 0o644)
 	return root
+}
+
+// releaseCA is the test CA and the release server's certificate (for
+// 127.0.0.1).
+type releaseCA struct {
+	once  sync.Once
+	caPEM []byte
+	cert  tls.Certificate
+	err   error
+}
+
+var testCA releaseCA
+
+// releaseTLS makes the test CA once per test run.
+func releaseTLS(t *testing.T) *releaseCA {
+	t.Helper()
+	testCA.once.Do(func() {
+		key := func() *ecdsa.PrivateKey {
+			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil && testCA.err == nil {
+				testCA.err = err
+			}
+			return k
+		}
+		caKey, leafKey := key(), key()
+		now := time.Now()
+		ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bramble install test CA"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}
+		caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+		if err != nil {
+			testCA.err = err
+			return
+		}
+		leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &leafKey.PublicKey, caKey)
+		if err != nil {
+			testCA.err = err
+			return
+		}
+		testCA.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+		testCA.cert = tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: leafKey}
+	})
+	if testCA.err != nil {
+		t.Fatalf("test CA: %v", testCA.err)
+	}
+	return &testCA
 }
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
@@ -159,7 +222,7 @@ func binarySHA256(t *testing.T) string {
 
 const imagesName = "bramble-airgap-images-" + arch + ".tar.zst"
 
-// releaseServer serves the release layout on 127.0.0.1: bramble-amd64 is
+// releaseServer serves the release layout on https://127.0.0.1: bramble-amd64 is
 // bin/bramble, the image tarball a small stand-in (install.sh only
 // downloads, checks and places it; the real one is tested end to end
 // elsewhere), sha256sum-amd64.txt lists both. It logs the files served.
@@ -206,7 +269,10 @@ func newRelease(t *testing.T) *releaseServer {
 			fmt.Fprintf(w, "%s  %s\n", r.imagesSum, imagesName)
 		}
 	})
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{releaseTLS(t).cert}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes of the untrusted-server checks
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	r.url = srv.URL
 	return r
@@ -457,11 +523,12 @@ func TestSystemdServer(t *testing.T) {
 	rel := newRelease(t)
 	start := time.Now()
 	// As `curl -sfL ... | sh -s - ARGS` runs it: the script on stdin.
+	// Secrets given as arguments go to the env file, not the unit.
 	out, err := run(t, root, false, []string{
 		"INSTALL_BRAMBLE_DOWNLOAD_URL=" + rel.url,
 		"BRAMBLE_TOKEN=s3cret-token", "BRAMBLE_NODE_NAME=pi1",
-		"INSTALL_BRAMBLE_EXEC=server --node-label role=test"},
-		"/", "sh", "-c", "sh -s - --disable traefik </tmp/install.sh")
+		"INSTALL_BRAMBLE_EXEC=server --node-label role=test --datastore-endpoint=postgres://bramble:db-s3cret@db/bramble"},
+		"/", "sh", "-c", "sh -s - --agent-token agent-s3cret --disable traefik </tmp/install.sh")
 	if err != nil {
 		t.Fatalf("install.sh: %v", err)
 	}
@@ -478,11 +545,16 @@ func TestSystemdServer(t *testing.T) {
 		"ExecStart=/usr/local/bin/bramble server '--node-label' 'role=test' '--disable' 'traefik'\n")
 	envFile := filepath.Join(root, "etc/systemd/system/bramble.service.env")
 	requireMode(t, envFile, 0o600)
-	if got, want := readFile(t, envFile), "BRAMBLE_NODE_NAME='pi1'\nBRAMBLE_TOKEN='s3cret-token'\n"; got != want {
+	if got, want := readFile(t, envFile), "BRAMBLE_AGENT_TOKEN='agent-s3cret'\nBRAMBLE_DATASTORE_ENDPOINT='postgres://bramble:db-s3cret@db/bramble'\n"+
+		"BRAMBLE_NODE_NAME='pi1'\nBRAMBLE_TOKEN='s3cret-token'\n"; got != want {
 		t.Errorf("env file:\n%s\nwant:\n%s", got, want)
 	}
-	if strings.Contains(out, "s3cret-token") {
-		t.Error("install.sh printed the token")
+	requireContains(t, "output", out, "--agent-token: written to the environment file as BRAMBLE_AGENT_TOKEN",
+		"--datastore-endpoint: written to the environment file as BRAMBLE_DATASTORE_ENDPOINT")
+	for _, secret := range []string{"s3cret-token", "agent-s3cret", "db-s3cret"} {
+		if strings.Contains(out, secret) || strings.Contains(unit, secret) {
+			t.Errorf("install.sh printed %s or put it in the unit", secret)
+		}
 	}
 	if got, want := calls(t, root), []string{"systemctl daemon-reload", "systemctl enable bramble", "systemctl restart bramble"}; !slices.Equal(got, want) {
 		t.Errorf("systemctl calls %q, want %q", got, want)
@@ -618,8 +690,8 @@ func TestOpenRC(t *testing.T) {
 	root := rootfs(t)
 	stubs(t, root, "sbin/openrc-run", "sbin/rc-update", "sbin/rc-service")
 	before := tree(t, root)
-	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+newRelease(t).url, "BRAMBLE_TOKEN=tok",
-		"INSTALL_BRAMBLE_EXEC=server --node-name pi1"); err != nil {
+	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+newRelease(t).url,
+		"INSTALL_BRAMBLE_EXEC=server --node-name pi1 -t tok-s3cret"); err != nil {
 		t.Fatal(err)
 	}
 	requireInstalled(t, root)
@@ -631,6 +703,9 @@ func TestOpenRC(t *testing.T) {
 		"if [ -f '/etc/bramble/bramble.env' ]; then . '/etc/bramble/bramble.env'; fi\n")
 	shellcheck(t, "-s", "sh", script)
 	requireMode(t, filepath.Join(root, "etc/bramble/bramble.env"), 0o600)
+	if env := readFile(t, filepath.Join(root, "etc/bramble/bramble.env")); env != "BRAMBLE_TOKEN='tok-s3cret'\n" {
+		t.Errorf("env file %q, want the token from -t", env)
+	}
 	if got, want := calls(t, root), []string{"rc-update add bramble default", "rc-service bramble restart"}; !slices.Equal(got, want) {
 		t.Errorf("OpenRC calls %q, want %q", got, want)
 	}
@@ -700,12 +775,101 @@ func TestChecksumMismatch(t *testing.T) {
 		t.Error("the binary was downloaded although the sums file lists no image tarball")
 	}
 	// A server that is not there: a clear download error, nothing installed.
-	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL=http://127.0.0.1:9/nothing")
+	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL=https://127.0.0.1:9/nothing")
 	if err == nil {
 		t.Fatal("install.sh succeeded without a server")
 	}
-	requireContains(t, "output", out, "download of http://127.0.0.1:9/nothing/sha256sum-amd64.txt failed")
+	requireContains(t, "output", out, "download of https://127.0.0.1:9/nothing/sha256sum-amd64.txt failed")
 	requireSameTree(t, before, root, "after the failed download")
+}
+
+// Downloads are https only, from a server whose certificate the system
+// trusts: plain http is refused before anything is fetched, and so is a
+// server with a certificate of another CA, with curl and with wget.
+func TestDownloadNeedsTrustedHTTPS(t *testing.T) {
+	root := rootfs(t)
+	before := tree(t, root)
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	out, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+plain.URL)
+	if err == nil {
+		t.Fatal("install.sh accepted an http:// download URL")
+	}
+	requireContains(t, "output", out, "INSTALL_BRAMBLE_DOWNLOAD_URL is http://, refused")
+	// httptest's own certificate; a sums file a client that does not
+	// verify would take (and then fail later, at another file).
+	untrusted := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "%s  bramble-%s\n%s  %s\n", binarySHA256(t), arch, strings.Repeat("0", 64), imagesName)
+	}))
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0)
+	defer untrusted.Close()
+	for _, tool := range []string{"curl", "wget"} {
+		out, err = install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+untrusted.URL)
+		if err == nil {
+			t.Fatalf("%s: install.sh downloaded from a server it cannot verify", tool)
+		}
+		requireContains(t, tool+" output", out, "download of "+untrusted.URL+"/sha256sum-amd64.txt failed")
+		requireSameTree(t, before, root, tool+": after the untrusted server")
+		if tool == "curl" {
+			// The next round with wget.
+			if err := os.Rename(filepath.Join(root, "usr/bin/curl"), filepath.Join(root, "usr/bin/curl.off")); err != nil {
+				t.Fatal(err)
+			}
+			before = tree(t, root)
+		}
+	}
+}
+
+// A data dir the uninstall script would wipe a system directory with is
+// refused at install (as a variable and as an argument), and the
+// uninstall script refuses one that became a link to such a directory.
+func TestRefusesSystemDataDir(t *testing.T) {
+	root := rootfs(t)
+	fakeSystemd(t, root)
+	before := tree(t, root)
+	rel := newRelease(t)
+	for _, env := range [][]string{
+		{"BRAMBLE_DATA_DIR=/var"},
+		{"BRAMBLE_DATA_DIR=/home/pi/"},
+		{"INSTALL_BRAMBLE_EXEC=server --data-dir /usr"},
+		{"INSTALL_BRAMBLE_EXEC=server -d=/etc/bramble"},
+	} {
+		out, err := install(t, root, append(env, "INSTALL_BRAMBLE_DOWNLOAD_URL="+rel.url)...)
+		if err == nil {
+			t.Fatalf("%s: installed", env)
+		}
+		requireContains(t, fmt.Sprint(env, " output"), out, "a system directory", "cannot be bramble's data dir", "nothing was installed")
+		requireSameTree(t, before, root, fmt.Sprint("after ", env))
+	}
+	if n := rel.gets(imagesName); n != 0 {
+		t.Errorf("the image tarball was downloaded %d times for refused installs", n)
+	}
+
+	if _, err := install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+rel.url, "BRAMBLE_DATA_DIR=/srv/bramble"); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(root, "srv/bramble")
+	if err := os.Rename(data, data+".real"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/var", data); err != nil {
+		t.Fatal(err)
+	}
+	installed := tree(t, root)
+	out, err := run(t, root, true, nil, "/", "/usr/local/bin/bramble-uninstall.sh")
+	if err == nil {
+		t.Fatal("the uninstall script ran with the data dir a link to /var")
+	}
+	requireContains(t, "uninstall output", out, "refusing to clean up '/srv/bramble': it is /var, a system directory")
+	requireSameTree(t, installed, root, "after the refused uninstall")
+	if err := os.Remove(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(data+".real", data); err != nil {
+		t.Fatal(err)
+	}
+	uninstall(t, root)
+	requireSameTree(t, before, root, "after uninstall")
 }
 
 // TestAirgap installs with no network at all (a network namespace with only
@@ -745,6 +909,24 @@ func TestAirgap(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireSameTree(t, before, root, "without the bundle")
+
+	// A local directory as the download URL: the same checks as a
+	// download (the sums file required), no network.
+	copyFile(t, testutil.Binary(t), filepath.Join(dir, "bramble-"+arch), 0o755)
+	copyFile(t, images, filepath.Join(dir, filepath.Base(images)), 0o644)
+	writeFile(t, filepath.Join(dir, "sha256sum-"+arch+".txt"),
+		binarySHA256(t)+"  bramble-"+arch+"\n"+sha256File(t, images)+"  "+imagesName+"\n", 0o644)
+	out, err = run(t, root, true, []string{"INSTALL_BRAMBLE_DOWNLOAD_URL=/root/bundle"}, "/", "sh", "/tmp/install.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireContains(t, "output", out, "downloading file:///root/bundle/bramble-amd64", "sha256 of bramble-amd64 verified", "sha256 of "+imagesName+" verified")
+	requireInstalled(t, root)
+	uninstall(t, root)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	requireSameTree(t, before, root, "after uninstalling the install from a directory")
 
 	// Without the files: a clear error naming the directory.
 	out, err = run(t, root, true, []string{"INSTALL_BRAMBLE_SKIP_DOWNLOAD=true"}, "/root", "sh", "/tmp/install.sh")

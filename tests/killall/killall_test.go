@@ -319,8 +319,20 @@ func TestRefusesSystemDirs(t *testing.T) {
 	if out, err := exec.Command("sh", script(t), "--check", "--data-dir", "/var/lib/bramble-x/", "--run-dir", "/run/bramble-x").CombinedOutput(); err != nil {
 		t.Fatalf("--check with good dirs: %v\n%s", err, out)
 	}
+	// Where a symbolic link leads counts too.
+	link := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink("/var", link); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
 		{"--data-dir", "/"},
+		{"--data-dir", "/var//"},
+		{"--data-dir", "/var/lib"},
+		{"--data-dir", "/usr/local/bramble"},
+		{"--data-dir", "/home/pi"},
+		{"--data-dir", "/etc/bramble"},
+		{"--data-dir", "/var/lib/bramble/../.."},
+		{"--data-dir", link},
 		{"--run-dir", "/run/"},
 		{"--kubelet-dir", "relative/path"},
 		{"--bogus"},

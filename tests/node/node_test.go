@@ -4,6 +4,7 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
@@ -21,25 +23,10 @@ const busybox = "docker.io/bramble/busybox:test"
 
 func TestSingleNode(t *testing.T) {
 	testutil.RequireRoot(t)
-	root := testutil.RepoRoot(t)
-	image := filepath.Join(root, "dist", "images", testutil.Arch(), "busybox.tar")
-	if _, err := os.Stat(image); err != nil {
-		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
-	}
 	// Pass-through flags reach kube-proxy and containerd (checked below).
-	s := testutil.NewServer(t, "--kube-proxy-arg=healthz-bind-address=127.0.0.1:10266", "--containerd-arg=log-level=info")
-	testutil.CleanupNode(t, s)
-	imagesDir := filepath.Join(s.DataDir, "agent", "images")
-	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyFile(image, filepath.Join(imagesDir, "busybox.tar")); err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	s.WaitReady(3 * time.Minute)
-	node := waitNodeReady(t, s, 3*time.Minute)
+	s, node := startNode(t, "--kube-proxy-arg=healthz-bind-address=127.0.0.1:10266", "--containerd-arg=log-level=info")
 	t.Logf("node %s Ready", node)
+	checkHardening(t, s, node)
 	testutil.WaitFor(t, time.Minute, "kube-proxy's health check on the passed address", func() bool {
 		return strings.Contains(httpGet("http://127.0.0.1:10266/healthz"), "lastUpdated")
 	})
@@ -127,6 +114,106 @@ func TestSingleNode(t *testing.T) {
 
 	testutil.Killall(t, s.DataDir)
 	assertClean(t, s.DataDir)
+}
+
+// startNode starts a server with its node (args added to its flags), the
+// busybox test image in agent/images, and waits until the node is Ready.
+func startNode(t *testing.T, args ...string) (*testutil.Server, string) {
+	t.Helper()
+	image := filepath.Join(testutil.RepoRoot(t), "dist", "images", testutil.Arch(), "busybox.tar")
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
+	}
+	s := testutil.NewServer(t, args...)
+	testutil.CleanupNode(t, s)
+	imagesDir := filepath.Join(s.DataDir, "agent", "images")
+	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(image, filepath.Join(imagesDir, "busybox.tar")); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	s.WaitReady(3 * time.Minute)
+	return s, waitNodeReady(t, s, 3*time.Minute)
+}
+
+// A pod asking for the runtime/default AppArmor profile runs confined by
+// containerd's profile, where the host has AppArmor (Debian 12, Raspberry
+// Pi OS with AppArmor on); elsewhere (this CI VM's kernel) the test is
+// skipped with the reason, as the arch-specific tests are: the host cannot
+// run it, and TestSingleNode checks that AppArmor is off there, logged.
+func TestAppArmorRuntimeDefault(t *testing.T) {
+	testutil.RequireRoot(t)
+	facts, err := hostcheck.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := facts.AppArmor(); !ok {
+		t.Skip("no AppArmor for containers on this host: " + why)
+	}
+	s, _ := startNode(t)
+	if strings.Contains(s.Log.String(), "AppArmor off") {
+		t.Error("AppArmor logged as off on a host that has it")
+	}
+	testutil.WaitFor(t, time.Minute, "service account default/default", func() bool {
+		_, err := s.Kubectl("get", "serviceaccount", "default")
+		return err == nil
+	})
+	s.MustKubectl("run", "confined", "--image="+busybox, "--image-pull-policy=Never",
+		`--overrides={"spec":{"securityContext":{"appArmorProfile":{"type":"RuntimeDefault"}}}}`, "--command", "--", "sleep", "3600")
+	testutil.WaitFor(t, 2*time.Minute, "pod confined Running", func() bool {
+		out, _ := s.Kubectl("get", "pod", "confined", "-o", "jsonpath={.status.phase}")
+		return out == "Running"
+	})
+	if out := s.MustKubectl("exec", "confined", "--", "cat", "/proc/1/attr/current"); !strings.Contains(out, "cri-containerd.apparmor.d (enforce)") {
+		t.Errorf("the container's AppArmor profile is %q, want containerd's runtime/default (cri-containerd.apparmor.d, enforce)", out)
+	}
+	s.Stop(15 * time.Second)
+}
+
+// checkHardening checks the node's defaults: the TLS policy on the
+// apiserver's and the kubelet's ports, the kubelet's streaming timeout and
+// protectKernelDefaults (on where bramble could set the kernel parameters,
+// else the log says why), AppArmor off with a reason on a host without it.
+func checkHardening(t *testing.T, s *testutil.Server, node string) {
+	t.Helper()
+	testutil.CheckTLSPolicy(t, fmt.Sprintf("127.0.0.1:%d", s.Port))
+	testutil.CheckTLSPolicy(t, "127.0.0.1:10250")
+	var configz struct {
+		KubeletConfig struct {
+			ProtectKernelDefaults          bool     `json:"protectKernelDefaults"`
+			StreamingConnectionIdleTimeout string   `json:"streamingConnectionIdleTimeout"`
+			TLSCipherSuites                []string `json:"tlsCipherSuites"`
+		} `json:"kubeletconfig"`
+	}
+	if err := json.Unmarshal([]byte(s.MustKubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/configz")), &configz); err != nil {
+		t.Fatal(err)
+	}
+	kc := configz.KubeletConfig
+	if kc.StreamingConnectionIdleTimeout != "5m0s" || len(kc.TLSCipherSuites) == 0 {
+		t.Errorf("kubelet: streamingConnectionIdleTimeout %q, tlsCipherSuites %q", kc.StreamingConnectionIdleTimeout, kc.TLSCipherSuites)
+	}
+	t.Logf("kubelet: protectKernelDefaults %v, streamingConnectionIdleTimeout %s, %d TLS 1.2 suites", kc.ProtectKernelDefaults, kc.StreamingConnectionIdleTimeout, len(kc.TLSCipherSuites))
+	why := strings.Contains(s.Log.String(), "kubelet runs without protectKernelDefaults")
+	if kc.ProtectKernelDefaults == why {
+		t.Errorf("protectKernelDefaults %v, and the log explains it off: %v", kc.ProtectKernelDefaults, why)
+	}
+	facts, err := hostcheck.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apparmor, _ := facts.AppArmor()
+	config, err := os.ReadFile(filepath.Join(s.DataDir, "agent", "etc", "containerd", "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(config), fmt.Sprintf("disable_apparmor = %v", !apparmor)) {
+		t.Errorf("host AppArmor %v, containerd config:\n%s", apparmor, config)
+	}
+	if logged := strings.Contains(s.Log.String(), "AppArmor off for containers"); logged == apparmor {
+		t.Errorf("host AppArmor %v, logged as off %v", apparmor, logged)
+	}
 }
 
 func waitNodeReady(t *testing.T, s *testutil.Server, timeout time.Duration) string {

@@ -343,8 +343,10 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, ok func() bool) {
 	t.Fatalf("%s: not within %s", what, timeout)
 }
 
-// kernelSettings are the sysctls the kubelet changes; node tests put them back.
-var kernelSettings = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory"}
+// kernelSettings are the sysctls bramble sets for the kubelet
+// (pkg/kernelparams); node tests put them back.
+var kernelSettings = []string{"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory",
+	"/proc/sys/vm/panic_on_oom", "/proc/sys/kernel/keys/root_maxkeys", "/proc/sys/kernel/keys/root_maxbytes"}
 
 // CleanupNode makes a test that runs a node leave the machine as it found it:
 // after the test, bramble-killall.sh runs for the server's data dir and the
@@ -386,4 +388,60 @@ func Get(url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// weakTLSClients are TLS client settings bramble's TLS policy
+// (pkg/tlspolicy) refuses: TLS 1.1, and TLS 1.2 with CBC suites (SHA-1 and
+// SHA-256 MACs) or static RSA key exchange. Each offers only what it names.
+var weakTLSClients = []struct {
+	name         string
+	min, max     uint16
+	cipherSuites []uint16
+}{
+	{"TLS 1.1", tls.VersionTLS10, tls.VersionTLS11, nil},
+	{"TLS 1.2 TLS_RSA_WITH_AES_128_CBC_SHA", tls.VersionTLS12, tls.VersionTLS12, []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA}},
+	{"TLS 1.2 TLS_RSA_WITH_AES_128_GCM_SHA256", tls.VersionTLS12, tls.VersionTLS12, []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256}},
+	{"TLS 1.2 ECDHE-RSA-AES128-CBC-SHA", tls.VersionTLS12, tls.VersionTLS12, []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}},
+	{"TLS 1.2 ECDHE-ECDSA-AES128-CBC-SHA", tls.VersionTLS12, tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}},
+	{"TLS 1.2 ECDHE-ECDSA-AES128-CBC-SHA256", tls.VersionTLS12, tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}},
+}
+
+// handshake is a TLS handshake with addr (its certificate is not checked:
+// only what the server agrees to is of interest here).
+func handshake(addr string, c *tls.Config) (*tls.ConnectionState, error) {
+	c.InsecureSkipVerify = true //nolint:gosec // only the handshake's parameters are checked
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, c)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	st := conn.ConnectionState()
+	return &st, nil
+}
+
+// CheckTLSPolicy fails the test unless the TLS server at addr refuses every
+// weak client (TLS 1.1; TLS 1.2 with CBC or RSA key-exchange suites) and
+// accepts TLS 1.3 and TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305
+// (so a refusal is the policy, not a server that refuses everything).
+func CheckTLSPolicy(t testing.TB, addr string) {
+	t.Helper()
+	for _, w := range weakTLSClients {
+		if st, err := handshake(addr, &tls.Config{MinVersion: w.min, MaxVersion: w.max, CipherSuites: w.cipherSuites}); err == nil {
+			t.Errorf("%s: a weak client (%s) got a session: %s, %s", addr, w.name, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+		}
+	}
+	for _, good := range []struct {
+		name string
+		c    *tls.Config
+	}{
+		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13}},
+		{"TLS 1.2 ECDHE with AES-GCM", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}},
+		{"TLS 1.2 ECDHE with ChaCha20-Poly1305", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256}}},
+	} {
+		if _, err := handshake(addr, good.c); err != nil {
+			t.Errorf("%s: a strong client (%s) was refused: %v", addr, good.name, err)
+		}
+	}
 }
