@@ -47,6 +47,11 @@ func runServer(c *cli.Context) error {
 			return err
 		}
 	}
+	release, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
 	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
 		return err
