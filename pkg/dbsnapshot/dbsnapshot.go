@@ -66,6 +66,9 @@ func Save(ctx context.Context, dataDir, db, dir, name, node string, now time.Tim
 		node = "node"
 	}
 	st, err := os.Stat(db)
+	if errors.Is(err, os.ErrNotExist) {
+		return Snapshot{}, fmt.Errorf("no SQLite datastore at %s: snapshots cover the default datastore (with --datastore-endpoint, back up that database)", db)
+	}
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("datastore: %w", err)
 	}

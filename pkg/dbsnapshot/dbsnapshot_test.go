@@ -117,6 +117,9 @@ func TestSaveWhileWritingListDeleteRestore(t *testing.T) {
 	if names := tarNames(t, s.Cred); strings.Join(names, " ") != "server/cred/encryption-config.yaml server/tls/server-ca.crt server/tls/server-ca.key server/token" {
 		t.Errorf("credentials archive holds %v", names)
 	}
+	if _, err := Save(ctx, dataDir, state+".missing", snapDir, "x", "pi1", now); err == nil || !strings.Contains(err.Error(), "no SQLite datastore at") {
+		t.Errorf("missing datastore: %v", err)
+	}
 	if _, err := Save(ctx, dataDir, state, snapDir, "bad/name", "pi1", now); err == nil {
 		t.Error("a name with '/' was accepted")
 	}
