@@ -67,6 +67,11 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	release, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
 	if err := process.Setup(process.Settings{NodeName: nodeName, KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
 		return err

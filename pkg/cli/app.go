@@ -88,6 +88,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			tokenCommand(),
 			secretsEncryptCommand(),
 			certificateCommand(),
+			dbCommand(),
 			imagesCommand(),
 			checkConfigCommand(),
 			killallScriptCommand(),

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -21,14 +19,12 @@ func certificateCommand() *cli.Command {
 				"the next start issues new ones from the same CAs (nodes and tokens keep working)",
 			Flags: serverToolFlags(
 				&cli.StringSliceFlag{Name: "service", Aliases: []string{"s"}, Usage: "only these (repeatable): " + fmt.Sprint(server.RotatableServices())},
-				&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "the server's port (to check it is stopped)", EnvVars: env("https-listen-port")},
+				portFlag(),
 			),
 			Before: applyConfigFile,
 			Action: func(c *cli.Context) error {
-				addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Int("https-listen-port")))
-				if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-					conn.Close()
-					return fmt.Errorf("a server answers on %s: stop bramble first, then rotate and start it again", addr)
+				if err := refuseWhileServing(c, "rotate and start it again"); err != nil {
+					return err
 				}
 				backup, moved, err := server.RotateCertificates(c.String("data-dir"), splitList(c.StringSlice("service")), time.Now())
 				for _, f := range moved {

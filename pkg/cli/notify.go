@@ -3,6 +3,7 @@ package cli
 import (
 	"log/slog"
 
+	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/sdnotify"
 )
 
@@ -14,5 +15,9 @@ func notifyReady(log *slog.Logger) {
 	}
 }
 
-// notifyStopping tells the service manager bramble is shutting down.
-func notifyStopping() { _, _ = sdnotify.Stopping() }
+// notifyStopping tells the service manager bramble is shutting down, and the
+// logs that the components' errors from now on are the stop's.
+func notifyStopping() {
+	logging.Stopping()
+	_, _ = sdnotify.Stopping()
+}

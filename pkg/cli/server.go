@@ -47,6 +47,11 @@ func runServer(c *cli.Context) error {
 			return err
 		}
 	}
+	release, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
 	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
 		return err
@@ -116,6 +121,9 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		SecretsEncryption:   c.Bool("secrets-encryption"),
 		NodeCertLifetime:    c.Duration("node-cert-validity"),
 		AllowEmptyDatastore: c.Bool("allow-empty-datastore"),
+		Snapshots: server.SnapshotSchedule{
+			Cron: c.String("db-snapshot-schedule-cron"), Retention: c.Int("db-snapshot-retention"), Dir: snapshotDir(c),
+		},
 	}
 	var err error
 	if cfg.DataDir == "" {
@@ -123,6 +131,9 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	}
 	if cfg.NodeCertLifetime < 2*time.Minute || cfg.NodeCertLifetime > 10*pki.LeafLifetime {
 		return cfg, fmt.Errorf("--node-cert-validity: %s is not between 2m and 87600h (10 years)", cfg.NodeCertLifetime)
+	}
+	if err := cfg.Snapshots.Check(); err != nil {
+		return cfg, err
 	}
 	if cfg.HTTPSPort <= 0 || cfg.HTTPSPort > 65535 {
 		return cfg, fmt.Errorf("--https-listen-port: %d is not a port", cfg.HTTPSPort)

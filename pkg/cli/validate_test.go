@@ -77,6 +77,8 @@ func TestServerConfigErrors(t *testing.T) {
 		{"kubeconfig mode too big", invocation{args: []string{"--write-kubeconfig-mode", "17777"}}, `--write-kubeconfig-mode: "17777"`},
 		{"empty data dir", invocation{args: []string{"--data-dir", ""}}, "--data-dir must not be empty"},
 		{"bad value from the environment", invocation{env: map[string]string{"BRAMBLE_CLUSTER_CIDR": "10.42/16"}}, `--cluster-cidr: "10.42/16" is not a CIDR`},
+		{"snapshot schedule not cron", invocation{args: []string{"--db-snapshot-schedule-cron", "every hour"}}, `--db-snapshot-schedule-cron: "every hour"`},
+		{"snapshot retention zero", invocation{args: []string{"--db-snapshot-retention", "0"}}, "--db-snapshot-retention: 0: keep at least 1"},
 
 		{"config file: unknown key", invocation{config: "https-listen-prot: 7443"}, `unknown key "https-listen-prot" (did you mean "https-listen-port"?)`},
 		{"config file: unknown key, nothing close", invocation{config: "zzzzzzzzzzzz: 1"}, `unknown key "zzzzzzzzzzzz"`},
@@ -121,6 +123,16 @@ func TestServerConfig(t *testing.T) {
 			if c.HTTPSPort != 6443 || c.ClusterDNS.String() != "10.43.0.10" || c.ClusterCIDR.String() != "10.42.0.0/16" ||
 				c.KubeconfigMode != 0o600 || c.DataDir != "/var/lib/bramble" || c.ClusterDomain != "cluster.local" {
 				t.Errorf("%+v", c)
+			}
+		}},
+		{"snapshots: defaults and config file", invocation{config: "db-snapshot-retention: 2\ndb-snapshot-dir: /mnt/usb/snaps"}, func(t *testing.T, c server.Config) {
+			if c.Snapshots.Cron != "0 */12 * * *" || c.Snapshots.Retention != 2 || c.Snapshots.Dir != "/mnt/usb/snaps" {
+				t.Errorf("%+v", c.Snapshots)
+			}
+		}},
+		{"snapshots: default dir, disabled schedule", invocation{args: []string{"--db-snapshot-schedule-cron", "", "--data-dir", "/srv/b"}}, func(t *testing.T, c server.Config) {
+			if c.Snapshots.Cron != "" || c.Snapshots.Dir != "/srv/b/server/db/snapshots" {
+				t.Errorf("%+v", c.Snapshots)
 			}
 		}},
 		{"DNS default follows the service CIDR", invocation{args: []string{"--service-cidr", "172.20.0.0/16"}}, func(t *testing.T, c server.Config) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"golang.org/x/sys/unix"
+	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // Containerd is the containerd component.
@@ -70,16 +71,22 @@ func configHasRegistryPath(path string) bool {
 // Snapshotter is the snapshotter in use (known after Init).
 func (c *Containerd) Snapshotter() string { return c.cfg.Snapshotter }
 
+// containerd.log's size cap: logMaxMB megabytes, then rotated, logBackups
+// old files kept.
+const (
+	logMaxMB   = 10
+	logBackups = 2
+)
+
 // Start launches the helper bundle's containerd.
 func (c *Containerd) Start(context.Context) error {
 	bin := filepath.Join(c.cfg.BinDir, "containerd")
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("containerd executable (from the helper bundle): %w", err)
 	}
-	logf, err := os.OpenFile(c.cfg.LogFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open containerd log: %w", err)
-	}
+	// Size-capped on an SD card: 10 MB, then rotated, two old files kept
+	// (containerd.log.<time>); new files 0600.
+	logf := &lumberjack.Logger{Filename: c.cfg.LogFile(), MaxSize: logMaxMB, MaxBackups: logBackups}
 	c.cmd = exec.Command(bin, c.cfg.commandLine()...)
 	c.cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf

@@ -33,6 +33,11 @@ const (
 // settings are only stored with the first table.
 const layoutTable = `CREATE TABLE IF NOT EXISTS bramble_layout (name TEXT PRIMARY KEY, value TEXT)`
 
+// OpenSQLite opens a SQLite file with the driver this build uses (cgo or
+// pure Go) and a single connection, for statements outside kine (snapshots).
+// The busy timeout rides out kine's transactions.
+func OpenSQLite(path string) (*sql.DB, error) { return openSQLite(path) }
+
 // openSQLite opens the file with a single connection for bramble's own
 // statements (kine keeps its own pool). The busy timeout rides out kine's
 // transactions.

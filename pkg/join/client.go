@@ -20,6 +20,7 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/pki"
+	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 	"github.com/bramble-pi/bramble/pkg/token"
 )
 
@@ -202,7 +203,7 @@ func nodeHTTPClient(creds nodecreds.Files) (*http.Client, error) {
 		return nil, fmt.Errorf("node credentials: %s holds no certificate", creds.ServerCA)
 	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: tlspolicy.Apply(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}),
 	}}, nil
 }
 
@@ -297,7 +298,7 @@ func renew(ctx context.Context, req Request, creds nodecreds.Files) error {
 // caller checks the bundle against the token's hash before trusting it.
 func FetchCA(ctx context.Context, server string) ([]byte, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, //nolint:gosec // checked against the token's hash
+		TLSClientConfig: tlspolicy.Apply(&tls.Config{InsecureSkipVerify: true}), //nolint:gosec // checked against the token's hash
 	}}
 	r, err := http.NewRequestWithContext(ctx, http.MethodGet, server+CACertsPath, nil)
 	if err != nil {
@@ -331,7 +332,7 @@ func join(ctx context.Context, req Request, tok token.Token, password string, cs
 		return NodeResponse{}, fmt.Errorf("%w: %s sent an unreadable CA", ErrRefused, req.Server)
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: tlspolicy.Apply(&tls.Config{RootCAs: pool}),
 	}}
 	user := tok.User
 	if user == "" {

@@ -4,7 +4,7 @@
 // launcher use to find the data dir and the admin kubeconfig: flag >
 // BRAMBLE_* environment variable > config file > default.
 //
-//	<data-dir>/server/    tls/ cred/{*.kubeconfig,encryption-config.yaml} db/state.db token agent-token manifests/ etc/ kine.sock
+//	<data-dir>/server/    tls/ cred/{*.kubeconfig,encryption-config.yaml} db/{state.db,snapshots/} token agent-token manifests/ etc/ kine.sock
 //	<data-dir>/agent/     tls/ *.kubeconfig join.json node-password images/ images.state.json
 //	                      containerd/ etc/{containerd,cni/net.d,flannel,kubelet.yaml}
 //	<data-dir>/data/<hash>/bin   helper binaries (and a release's bramble)
@@ -75,6 +75,10 @@ func (d Dirs) EncryptionConfig() string { return d.ServerCred("encryption-config
 
 // DB holds the SQLite database, state.db.
 func (d Dirs) DB() string { return filepath.Join(d.Server(), "db") }
+
+// DBSnapshots is where `bramble db snapshot` and the server's schedule
+// write SQLite snapshots by default.
+func (d Dirs) DBSnapshots() string { return filepath.Join(d.DB(), "snapshots") }
 
 // KineSocket is where kine serves the etcd API.
 func (d Dirs) KineSocket() string { return filepath.Join(d.Server(), "kine.sock") }

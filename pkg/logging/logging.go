@@ -10,6 +10,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/klog/v2"
@@ -61,6 +62,28 @@ var promoted = map[string]string{
 	"PodCIDRs changed for the node": "the node's pod network changed: kube-proxy stops bramble; start it again",
 }
 
+// benign are component errors that say nothing is wrong: the first start
+// (no checkpoint yet), start-up order (the node registers a moment after the
+// kubelet starts), and kube-proxy advice bramble follows on purpose. Shown
+// with --debug.
+var benign = map[string]bool{
+	"Failed to read data from checkpoint":                                                   true, // first start
+	"eviction manager: failed to check if we have separate container filesystem. Ignoring.": true, // one filesystem: normal
+	"Unable to register mirror pod because node is not registered yet":                      true, // start-up order
+	"Failed to get node when trying to set owner ref to the node lease":                     true, // start-up order
+	"Skipping pod synchronization":                                                          true, // until the runtime's first status
+	"Image garbage collection failed once. Stats initialization may not have completed yet": true, // the kubelet retries
+	"Kube-proxy configuration may be incomplete or incorrect":                               true, // NodePorts on all addresses, as k3s
+}
+
+// stopping is set once bramble stops: the components' errors from then on
+// are the stop itself (containerd and the apiserver going away under the
+// kubelet), not failures, and are shown only with --debug.
+var stopping atomic.Bool
+
+// Stopping marks the start of bramble's stop for the components' logs.
+func Stopping() { stopping.Store(true) }
+
 func (d *demote) Enabled(ctx context.Context, l slog.Level) bool {
 	if !d.debug && l < slog.LevelWarn {
 		return l >= slog.LevelInfo // Handle keeps only the promoted ones
@@ -77,6 +100,8 @@ func (d *demote) Handle(ctx context.Context, r slog.Record) error {
 		r = r.Clone()
 		r.Level = slog.LevelWarn
 		r.AddAttrs(slog.String("means", means))
+	} else if !d.debug && (benign[r.Message] || stopping.Load()) {
+		return nil
 	}
 	return d.Handler.Handle(ctx, r)
 }

@@ -35,3 +35,23 @@ func TestDemoteAndPromote(t *testing.T) {
 		t.Errorf("--debug hides Info lines:\n%s", buf.String())
 	}
 }
+
+// Known-benign component errors and those logged while bramble stops are
+// hidden at the default level; other errors are shown.
+func TestBenignAndStopErrorsHidden(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(&demote{Handler: slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})})
+	log.Error("Failed to read data from checkpoint", "err", "checkpoint is not found")
+	log.Error("Failed to pull image", "err", "real failure")
+	if out := buf.String(); strings.Contains(out, "checkpoint") || !strings.Contains(out, "real failure") {
+		t.Errorf("before the stop:\n%s", out)
+	}
+	buf.Reset()
+	Stopping()
+	defer stopping.Store(false)
+	log.Error("GenericPLEG: Unable to retrieve pods", "err", "context canceled")
+	log.Info("Node is being deleted", "node", "pi3")
+	if out := buf.String(); strings.Contains(out, "GenericPLEG") || !strings.Contains(out, "Node is being deleted") {
+		t.Errorf("while stopping:\n%s", out)
+	}
+}

@@ -41,6 +41,8 @@ type Config struct {
 	// AllowEmptyDatastore starts a cluster whose SQLite file is missing or
 	// empty (lost) on an empty datastore instead of refusing.
 	AllowEmptyDatastore bool
+	// Snapshots is the schedule of the SQLite datastore's snapshots.
+	Snapshots SnapshotSchedule
 	// NodeCertLifetime is the validity of the certificates signed for
 	// nodes (0: pki.LeafLifetime).
 	NodeCertLifetime time.Duration

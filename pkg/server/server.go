@@ -133,7 +133,7 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap, cp.traefikSecrets.Wrap)
 	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.certificates()}
+		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.certificates(), cp.snapshots()}
 }
 
 // joinComponent enables the authenticated join endpoints once the apiserver

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,19 @@ func TestObjectsSurviveRestartInSQLite(t *testing.T) {
 	s := testutil.NewServer(t, "--disable-agent")
 	s.Start()
 	t.Logf("first start: ready after %s", s.WaitReady(readyTimeout))
+
+	// A second server on the same data dir stops at once, and the first
+	// is unharmed.
+	second := testutil.NewServer(t, "--disable-agent")
+	second.Args = append([]string{}, second.Args...)
+	second.Args[2] = s.DataDir
+	second.Start()
+	if !second.Wait(30 * time.Second) {
+		t.Fatal("a second server on the same data dir still runs after 30 s")
+	}
+	if out := second.Log.String(); !strings.Contains(out, "is in use by another bramble (pid "+strconv.Itoa(s.PID())+")") {
+		t.Errorf("second server on the same data dir:\n%s", out)
+	}
 
 	s.MustKubectl("create", "namespace", "bramble-e2e")
 	s.MustKubectl("-n", "bramble-e2e", "create", "deployment", "web", "--image=docker.io/bramble/busybox:test", "--replicas=2")
@@ -78,7 +92,47 @@ func TestObjectsSurviveRestartInSQLite(t *testing.T) {
 			t.Errorf("%s is not in state.db", key)
 		}
 	}
+	db.Close()
 	assertNoProcesses(t, s.DataDir)
+
+	// A damaged or lost database stops the start at once, naming the file;
+	// the cluster is never started empty under its old certificates.
+	path := filepath.Join(s.DataDir, "server", "db", "state.db")
+	refused := func(what, want string) {
+		t.Helper()
+		s.Start()
+		begin := time.Now()
+		if !s.Wait(30 * time.Second) {
+			s.Stop(10 * time.Second)
+			t.Fatalf("%s: the server still runs after 30 s", what)
+		}
+		out := s.Log.String()
+		if s.ExitCode() == 0 || !strings.Contains(out, path) || !strings.Contains(out, want) || !strings.Contains(out, "--allow-empty-datastore") {
+			t.Errorf("%s: exit %d, log:\n%s", what, s.ExitCode(), out)
+		}
+		t.Logf("%s: refused in %.1f s: %s", what, time.Since(begin).Seconds(), lastLine(out))
+	}
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		_ = os.Remove(f)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, st.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	refused("state.db truncated to half", "the database is damaged")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	refused("state.db deleted", "is missing")
+	assertNoProcesses(t, s.DataDir)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 func TestAuthentication(t *testing.T) {
