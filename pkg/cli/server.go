@@ -47,6 +47,11 @@ func runServer(c *cli.Context) error {
 			return err
 		}
 	}
+	// A bad --kube-*-arg stops bramble before anything is written or runs
+	// (the lock creates the data dir).
+	if err := server.CheckArgs(cfg); err != nil {
+		return err
+	}
 	release, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err

@@ -36,13 +36,16 @@ type ControlPlane struct {
 	ownNode    ownNode // set by EnsureNodeCredentials
 }
 
-// Prepare creates or reuses everything the control plane needs on disk.
+// CheckArgs refuses a bad --kube-*-arg: call it before anything is written
+// or runs (Prepare does not check again).
+func CheckArgs(cfg Config) error {
+	return (&ControlPlane{cfg: cfg, paths: NewPaths(cfg.DataDir), creds: &Credentials{}}).checkArgs()
+}
+
+// Prepare creates or reuses everything the control plane needs on disk; the
+// caller has checked the pass-through arguments (CheckArgs).
 func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	p := NewPaths(cfg.DataDir)
-	// A bad --kube-*-arg stops bramble before anything is written or runs.
-	if err := (&ControlPlane{cfg: cfg, paths: p, creds: &Credentials{}}).checkArgs(); err != nil {
-		return nil, err
-	}
 	if err := checkDatastoreKept(cfg, p); err != nil {
 		return nil, err
 	}
