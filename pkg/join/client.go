@@ -92,7 +92,7 @@ func Ensure(ctx context.Context, req Request, log *slog.Logger) (ClusterConfig, 
 			log.Info("node certificates renewed", "server", req.Server, "expires", creds.Expiry().Format(time.RFC3339))
 			return st.Config, creds, nil
 		}
-		if errors.Is(err, ErrRefused) && strings.Contains(err.Error(), errNameTaken.Error()) {
+		if errors.As(err, new(nameTaken)) {
 			return ClusterConfig{}, creds, err
 		}
 		log.Warn("could not renew the node certificates with the current ones; joining with the token", "err", err)
@@ -223,12 +223,19 @@ func postAsNode(ctx context.Context, client *http.Client, url, password string, 
 	switch code {
 	case http.StatusOK:
 		return data, nil
-	case http.StatusConflict, http.StatusUnauthorized, http.StatusForbidden:
+	case http.StatusConflict:
+		return nil, fmt.Errorf("%w by %s: %w", ErrRefused, url, nameTaken{strings.TrimSpace(string(data))})
+	case http.StatusUnauthorized, http.StatusForbidden:
 		return nil, fmt.Errorf("%w by %s: %s", ErrRefused, url, strings.TrimSpace(string(data)))
 	default:
 		return nil, fmt.Errorf("%s: HTTP %d: %s", url, code, strings.TrimSpace(string(data)))
 	}
 }
+
+// nameTaken is the server's 409 to a node: another machine holds its name.
+type nameTaken struct{ msg string }
+
+func (e nameTaken) Error() string { return e.msg }
 
 // KeepCurrent renews the node's certificates through the server, with no
 // token, whenever one of them needs renewal (pki.NeedsRenewal: a third of
@@ -239,7 +246,7 @@ func postAsNode(ctx context.Context, client *http.Client, url, password string, 
 func KeepCurrent(ctx context.Context, req Request, log *slog.Logger) error {
 	creds := nodecreds.In(req.Dir)
 	for {
-		wait := CheckInterval(creds)
+		wait := creds.RenewCheckInterval()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -258,12 +265,6 @@ func KeepCurrent(ctx context.Context, req Request, log *slog.Logger) error {
 		}
 		log.Info("node certificates renewed", "server", req.Server, "expires", creds.Expiry().Format(time.RFC3339))
 	}
-}
-
-// CheckInterval is how often KeepCurrent looks at the certificates: a tenth
-// of the shortest lifetime among them, between 5 s and an hour.
-func CheckInterval(creds nodecreds.Files) time.Duration {
-	return min(max(creds.ShortestLifetime()/10, 5*time.Second), time.Hour)
 }
 
 func renew(ctx context.Context, req Request, creds nodecreds.Files) error {

@@ -202,9 +202,8 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("node IP %q is not an IP address", req.NodeIP), http.StatusBadRequest)
 		return
 	}
-	password := r.Header.Get(PasswordHeader)
-	if len(password) < 16 {
-		http.Error(w, "missing or short node password", http.StatusBadRequest)
+	password, ok := passwordOf(w, r)
+	if !ok {
 		return
 	}
 	if req.NodeName == s.serverNode {
@@ -219,20 +218,7 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the join request has no certificate requests: this agent is older than the server; upgrade it", http.StatusBadRequest)
 		return
 	}
-	cs := s.kube()
-	if cs == nil {
-		http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	if err := claimNodeName(ctx, cs, req.NodeName, password, false); err != nil {
-		if errors.Is(err, errNameTaken) {
-			s.refuse(w, r, http.StatusConflict, err.Error())
-			return
-		}
-		s.log.Error("node password", "node", req.NodeName, "err", err)
-		http.Error(w, "node password check failed on the server", http.StatusServiceUnavailable)
+	if !s.claim(w, r, req.NodeName, password, false) {
 		return
 	}
 	certs, err := s.issuer.SignNode(req.NodeName, ip, req.CSRs)
@@ -304,28 +290,43 @@ func (s *Server) provenNode(w http.ResponseWriter, r *http.Request) (string, boo
 		s.refuse(w, r, http.StatusUnauthorized, err.Error())
 		return "", false
 	}
+	password, ok := passwordOf(w, r)
+	if !ok || !s.claim(w, r, node, password, true) {
+		return "", false
+	}
+	return node, true
+}
+
+// passwordOf is the request's node password; it writes the refusal itself.
+func passwordOf(w http.ResponseWriter, r *http.Request) (string, bool) {
 	password := r.Header.Get(PasswordHeader)
 	if len(password) < 16 {
 		http.Error(w, "missing or short node password", http.StatusBadRequest)
 		return "", false
 	}
+	return password, true
+}
+
+// claim stores or checks node's password (claimNodeName; nodeProven when
+// the request proved it is that node); it writes the refusal itself.
+func (s *Server) claim(w http.ResponseWriter, r *http.Request, node, password string, nodeProven bool) bool {
 	cs := s.kube()
 	if cs == nil {
 		http.Error(w, "server is starting; try again", http.StatusServiceUnavailable)
-		return "", false
+		return false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if err := claimNodeName(ctx, cs, node, password, true); err != nil {
+	if err := claimNodeName(ctx, cs, node, password, nodeProven); err != nil {
 		if errors.Is(err, errNameTaken) {
 			s.refuse(w, r, http.StatusConflict, err.Error())
-			return "", false
+			return false
 		}
 		s.log.Error("node password", "node", node, "err", err)
 		http.Error(w, "node password check failed on the server", http.StatusServiceUnavailable)
-		return "", false
+		return false
 	}
-	return node, true
+	return true
 }
 
 // nodeOf is the node name in the request's kubelet client certificate,

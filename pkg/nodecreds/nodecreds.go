@@ -7,6 +7,7 @@
 package nodecreds
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -131,13 +132,14 @@ func (c Files) WriteKubeconfigs(server string) error {
 // certificate present, not due for renewal (pki.NeedsRenewal), and the
 // kubeconfigs present.
 func (c Files) Valid(now time.Time) error {
-	for _, name := range identities {
-		if err := pki.CheckCurrent(c.Cert(name), now); err != nil {
-			return err
+	err := c.checkCerts(func(cert *x509.Certificate) string {
+		if pki.NeedsRenewal(cert, now) {
+			return "expires at " + cert.NotAfter.Format(time.RFC3339) + ": renew it"
 		}
-		if err := pki.MatchesKey(c.Cert(name), c.Key(name)); err != nil {
-			return err
-		}
+		return ""
+	})
+	if err != nil {
+		return err
 	}
 	for _, f := range []string{c.ServerCA, c.ClientCA, c.KubeletKubeconfig, c.KubeProxyKubeconfig, c.FlannelKubeconfig} {
 		if _, err := os.Stat(f); err != nil {
@@ -159,13 +161,24 @@ func FlannelUser(nodeName string) string { return FlannelGroup + ":" + nodeName 
 // node, due for renewal or not: every certificate present, matching its key
 // and not expired.
 func (c Files) Usable(now time.Time) error {
+	return c.checkCerts(func(cert *x509.Certificate) string {
+		if now.After(cert.NotAfter) {
+			return "expired at " + cert.NotAfter.Format(time.RFC3339)
+		}
+		return ""
+	})
+}
+
+// checkCerts reads every identity's certificate, refuses it when bad gives a
+// reason, and checks that it holds the public key of the node's own key.
+func (c Files) checkCerts(bad func(*x509.Certificate) string) error {
 	for _, name := range identities {
 		cert, err := pki.ReadCert(c.Cert(name))
 		if err != nil {
 			return err
 		}
-		if now.After(cert.NotAfter) {
-			return fmt.Errorf("%s expired at %s", c.Cert(name), cert.NotAfter.Format(time.RFC3339))
+		if why := bad(cert); why != "" {
+			return fmt.Errorf("%s %s", c.Cert(name), why)
 		}
 		if err := pki.MatchesKey(c.Cert(name), c.Key(name)); err != nil {
 			return err
@@ -200,6 +213,13 @@ func (c Files) ShortestLifetime() time.Duration {
 		}
 	}
 	return shortest
+}
+
+// RenewCheckInterval is how often a running node looks at its certificates
+// for renewal: a tenth of the shortest lifetime among them, between 5 s and
+// an hour.
+func (c Files) RenewCheckInterval() time.Duration {
+	return min(max(c.ShortestLifetime()/10, 5*time.Second), time.Hour)
 }
 
 // Leaves are the certificates a node needs, by identity name.

@@ -221,19 +221,6 @@ func (ca *Authority) lifetime() time.Duration {
 	return LeafLifetime
 }
 
-// CheckCurrent returns an error when the certificate at path (the first in
-// the file) cannot be read or needs renewal (NeedsRenewal).
-func CheckCurrent(path string, now time.Time) error {
-	cert, _, err := readCert(path)
-	if err != nil {
-		return err
-	}
-	if NeedsRenewal(cert, now) {
-		return fmt.Errorf("%s expires at %s: renew it", path, cert.NotAfter.Format(time.RFC3339))
-	}
-	return nil
-}
-
 // current says whether cert is still good for leaf: signed by ca, matching key,
 // same names, and not about to expire.
 func (ca *Authority) current(cert *x509.Certificate, key crypto.Signer, leaf Leaf, now time.Time) bool {

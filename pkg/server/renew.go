@@ -26,7 +26,7 @@ func (cp *ControlPlane) certificates() supervisor.Component {
 			for {
 				wait := time.Hour
 				if cp.ownNode.dir != "" {
-					wait = min(max(nodecreds.In(cp.ownNode.dir).ShortestLifetime()/10, 5*time.Second), time.Hour)
+					wait = nodecreds.In(cp.ownNode.dir).RenewCheckInterval()
 				}
 				select {
 				case <-ctx.Done():

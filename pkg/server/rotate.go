@@ -50,6 +50,7 @@ func RotateCertificates(dataDir string, services []string, now time.Time) (strin
 	if _, err := os.Stat(d.ServerTLS("server-ca.crt")); err != nil {
 		return "", nil, fmt.Errorf("%s holds no bramble server (%w)", dataDir, err)
 	}
+	tlsDir := filepath.Dir(d.ServerTLS("x"))
 	var files []string
 	for _, s := range services {
 		names, ok := rotatable[s]
@@ -58,7 +59,7 @@ func RotateCertificates(dataDir string, services []string, now time.Time) (strin
 		}
 		for _, n := range names {
 			where, name, _ := strings.Cut(n, ":")
-			dir := filepath.Dir(d.ServerTLS("x"))
+			dir := tlsDir
 			if where == "agent" {
 				dir = filepath.Join(d.Agent(), "tls")
 			}
@@ -70,7 +71,7 @@ func RotateCertificates(dataDir string, services []string, now time.Time) (strin
 			}
 		}
 	}
-	backup := filepath.Join(filepath.Dir(d.ServerTLS("x")), "backup-"+now.UTC().Format("20060102T150405Z"))
+	backup := filepath.Join(tlsDir, "backup-"+now.UTC().Format("20060102T150405Z"))
 	if err := os.MkdirAll(backup, 0o700); err != nil {
 		return "", nil, fmt.Errorf("backup directory: %w", err)
 	}
