@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/bramble-pi/bramble/pkg/procmaps"
 	"github.com/bramble-pi/bramble/tests/cluster"
 )
 
@@ -255,7 +254,7 @@ func timeAgent(ctx context.Context, c *cluster.Cluster, n *cluster.Node, token, 
 func residentUnionKiB(pids []int) (int, error) {
 	frames := map[uint64]struct{}{}
 	for _, pid := range pids {
-		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		maps, err := procmaps.Read(pid)
 		if err != nil {
 			return 0, err
 		}
@@ -263,24 +262,11 @@ func residentUnionKiB(pids []int) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		for _, line := range strings.Split(string(maps), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 || f[1][0] != 'r' {
+		for _, m := range maps {
+			if m.Perms[0] != 'r' || m.Path == "[vsyscall]" {
 				continue
 			}
-			lo, hi, ok := strings.Cut(f[0], "-")
-			if !ok {
-				continue
-			}
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			if err1 != nil || err2 != nil || end <= start || f[len(f)-1] == "[vsyscall]" {
-				continue
-			}
-			buf := make([]byte, (end-start)/4096*8)
-			n, _ := pm.ReadAt(buf, int64(start/4096*8))
-			for i := 0; i+8 <= n; i += 8 {
-				e := binary.LittleEndian.Uint64(buf[i:])
+			for _, e := range pageEntries(pm, m) {
 				if e&(1<<63) != 0 { // present
 					if pfn := e & (1<<55 - 1); pfn != 0 {
 						frames[pfn] = struct{}{}

@@ -34,7 +34,12 @@ func main() {
 	bin := flag.String("bin", "bin/bramble", "bramble binary")
 	flag.IntVar(&churnRollouts, "churn-rollouts", 1440, "churn: rollouts of the Deployment (1440 = one a minute for 24 h)")
 	flag.DurationVar(&churnInterval, "churn-interval", 5*time.Second, "churn: time between rollout starts (1m: real time, uncompressed)")
+	resident := flag.Int("resident", 0, "only print which parts of this process's executable are resident")
 	flag.Parse()
+	if *resident > 0 {
+		fmt.Print(residentBinary(*resident, 25))
+		return
+	}
 	*bin, _ = filepath.Abs(*bin)
 	scenarios := map[string]func(string, time.Duration) error{
 		"controlplane": controlPlane,

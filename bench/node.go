@@ -120,6 +120,7 @@ func idleFigures(n *nodeRun, idle time.Duration) {
 		fmt.Println("  (no containerd process found: bramble alone)")
 	}
 	fmt.Printf("  bramble's resident pages by mapping: %s\n", residentByMapping(pids[0]))
+	fmt.Print(residentBinary(pids[0], 12))
 	shims := containerdShims(containerdSocket(cd))
 	shimPSS := 0
 	for _, pid := range shims {

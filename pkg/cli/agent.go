@@ -113,6 +113,7 @@ func runAgent(c *cli.Context) error {
 	sup := supervisor.New(log, components, supervisor.OnReady(func() {
 		log.Info("bramble agent ready", "took", time.Since(start).Round(time.Millisecond), "node", nodeName)
 		go announceNodeReady(ctx, log, dataDir, nodeName, start)
+		releaseStartupMemoryLater(ctx, log)
 	}))
 	context.AfterFunc(ctx, notifyStopping)
 	if err := sup.Run(ctx); err != nil {

@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"context"
 	"log/slog"
+	"time"
 
 	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/sdnotify"
 )
 
@@ -20,4 +23,16 @@ func notifyReady(log *slog.Logger) {
 func notifyStopping() {
 	logging.Stopping()
 	_, _ = sdnotify.Stopping()
+}
+
+// releaseStartupMemoryLater gives back start-up's memory once start-up is
+// well behind (process.ReleaseStartupMemory), unless bramble stops first.
+func releaseStartupMemoryLater(ctx context.Context, log *slog.Logger) {
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(process.TrimDelay):
+			process.ReleaseStartupMemory(log)
+		}
+	}()
 }

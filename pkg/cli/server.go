@@ -94,6 +94,7 @@ func runServer(c *cli.Context) error {
 		} else {
 			notifyReady(log)
 		}
+		releaseStartupMemoryLater(ctx, log)
 	}))
 	log.Info("starting bramble server", "data-dir", cfg.DataDir, "port", cfg.HTTPSPort)
 	context.AfterFunc(ctx, notifyStopping)

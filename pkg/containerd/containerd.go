@@ -89,6 +89,11 @@ func (c *Containerd) Start(context.Context) error {
 	logf := &lumberjack.Logger{Filename: c.cfg.LogFile(), MaxSize: logMaxMB, MaxBackups: logBackups}
 	c.cmd = exec.Command(bin, c.cfg.commandLine()...)
 	c.cmd.Env = append(os.Environ(), "PATH="+c.cfg.BinDir+":"+os.Getenv("PATH"))
+	if os.Getenv("GOGC") == "" {
+		// The collector setting bramble uses for itself (pkg/process): a
+		// smaller idle heap for containerd and the shims it starts.
+		c.cmd.Env = append(c.cmd.Env, "GOGC=50")
+	}
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	// containerd dies with bramble; the shims (and so the pods) survive both.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
