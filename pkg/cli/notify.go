@@ -25,9 +25,12 @@ func notifyStopping() {
 	_, _ = sdnotify.Stopping()
 }
 
-// releaseStartupMemoryLater gives back start-up's memory once start-up is
-// well behind (process.ReleaseStartupMemory), unless bramble stops first.
+// releaseStartupMemoryLater, called once bramble is ready, sets the
+// collector for a running node and gives back start-up's memory once
+// start-up is well behind (process.ReleaseStartupMemory), unless bramble
+// stops first.
 func releaseStartupMemoryLater(ctx context.Context, log *slog.Logger) {
+	process.SettleRuntime()
 	go func() {
 		select {
 		case <-ctx.Done():

@@ -21,6 +21,7 @@ import (
 	_ "github.com/flannel-io/flannel/pkg/backend/vxlan" // registers the vxlan backend
 	"github.com/flannel-io/flannel/pkg/ip"
 	"github.com/flannel-io/flannel/pkg/ipmatch"
+	"github.com/flannel-io/flannel/pkg/subnet"
 	"github.com/flannel-io/flannel/pkg/subnet/kube"
 	"github.com/flannel-io/flannel/pkg/trafficmngr/iptables"
 
@@ -80,13 +81,18 @@ func (f *Flannel) Start(ctx context.Context) error {
 
 func (f *Flannel) run(ctx context.Context) error {
 	// The kube subnet manager learns its node from NODE_NAME, which
-	// pkg/process sets at start-up.
-	if err := f.waitForPodCIDR(ctx); err != nil {
-		return err
-	}
+	// pkg/process sets at start-up. Making it takes a second at least
+	// (its node informer's sync is polled once a second, the first poll
+	// comes too early): that second overlaps the node's registration and
+	// pod CIDR instead of following them.
+	podCIDR := make(chan error, 1)
+	go func() { podCIDR <- f.waitForPodCIDR(ctx) }()
 	sm, err := kube.NewSubnetManager(ctx, "", f.cfg.Kubeconfig, "flannel.alpha.coreos.com", f.netConf(), false)
 	if err != nil {
 		return fmt.Errorf("flannel subnet manager: %w", err)
+	}
+	if err := <-podCIDR; err != nil {
+		return err
 	}
 	config, err := sm.GetNetworkConfig(ctx)
 	if err != nil {
@@ -106,7 +112,7 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("flannel backend %s: %w", config.BackendType, err)
 	}
-	bn, err := be.RegisterNetwork(ctx, &wg, config)
+	bn, err := registerNetwork(ctx, be, &wg, config)
 	if err != nil {
 		return fmt.Errorf("flannel: register network: %w", err)
 	}
@@ -138,6 +144,26 @@ func (f *Flannel) run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// registerNetwork registers the node's network (its lease is the pod CIDR).
+// The subnet manager reads the node from its informer, which can lag a
+// moment behind the GET that saw the pod CIDR: a few quick retries cover
+// that (registering again reuses the VXLAN device).
+func registerNetwork(ctx context.Context, be backend.Backend, wg *sync.WaitGroup, config *subnet.Config) (backend.Network, error) {
+	var err error
+	for range 5 {
+		var bn backend.Network
+		if bn, err = be.RegisterNetwork(ctx, wg, config); err == nil {
+			return bn, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil, err
 }
 
 // waitForPodCIDR waits until the controller-manager gave the node a pod CIDR

@@ -17,6 +17,11 @@ import (
 // the environment win over both.
 const (
 	defaultGCPercent = 50
+	// startupGCPercent holds while the components start: their start-up
+	// allocates a lot that dies young (OpenAPI specs built and marshalled,
+	// informers' first lists), and at 50 the collector took a quarter of
+	// the start-up CPU. The soft memory limit still bounds the peak.
+	startupGCPercent = 200
 	// memLimitShare is the share of RAM the soft limit allows.
 	memLimitShare = 4 // a quarter
 	minMemLimit   = 192 << 20
@@ -28,8 +33,8 @@ const (
 func TuneRuntime(log *slog.Logger) {
 	gogc := os.Getenv("GOGC")
 	if gogc == "" {
-		debug.SetGCPercent(defaultGCPercent)
-		gogc = fmt.Sprint(defaultGCPercent)
+		debug.SetGCPercent(startupGCPercent)
+		gogc = fmt.Sprintf("%d until ready, then %d", startupGCPercent, defaultGCPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		if ram, err := totalRAM(); err == nil {
@@ -53,4 +58,12 @@ func totalRAM() (uint64, error) {
 		return 0, fmt.Errorf("sysinfo: %w", err)
 	}
 	return uint64(si.Totalram) * uint64(si.Unit), nil
+}
+
+// SettleRuntime sets the collector for a running node once start-up is
+// over (GOGC 50), unless the environment sets GOGC.
+func SettleRuntime() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
