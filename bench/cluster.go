@@ -39,7 +39,7 @@ func clusterScenario(bin string, idle time.Duration) error {
 	}
 	defer os.RemoveAll(dir)
 	c, err := cluster.New(cluster.Config{
-		Name: "brbench", StateDir: filepath.Join(dir, "state"), Binary: bin,
+		Name: "brbench", StateDir: filepath.Join(dir, "state"), Binary: bin, BinaryPerNode: true,
 		Killall: filepath.Join(root, "scripts", "bramble-killall.sh"), Images: []string{airgap, busybox},
 	})
 	if err != nil {

@@ -171,8 +171,9 @@ RUNC_TAGS="netgo osusergo urfave_cli_no_docs"
 [ "$USE_SECCOMP" = yes ] && RUNC_TAGS="seccomp $RUNC_TAGS"
 SHIM_TAGS="urfave_cli_no_docs no_grpc osusergo netgo static_build"
 CONTAINERD_TAGS="urfave_cli_no_docs osusergo netgo static_build"
-# containerd is built from this repository: its source and module versions.
-CONTAINERD_SRC_SHA="$(cat "$ROOT"/cmd/containerd/*.go "$ROOT/go.mod" "$ROOT/go.sum" | sha)"
+# containerd is built from this repository: its source, the bramble packages
+# it imports (go list -deps cmd/containerd | grep bramble) and module versions.
+CONTAINERD_SRC_SHA="$(cat "$ROOT"/cmd/containerd/*.go "$ROOT"/pkg/memtrim/*.go "$ROOT"/pkg/procmaps/*.go "$ROOT/go.mod" "$ROOT/go.sum" | sha)"
 # Not urfave_cli_no_docs: crictl's completion command needs the fish generator.
 CRICTL_LDFLAGS="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 

@@ -9,12 +9,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
+
+	"github.com/bramble-pi/bramble/pkg/memtrim"
 )
 
 func main() {
+	// Like bramble: once containerd has started (and bramble's first pods
+	// with it), the pages only start-up used go back.
+	memtrim.After(context.Background(), memtrim.Delay, slog.Default())
 	if err := command.App().Run(context.Background(), os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		os.Exit(1)

@@ -3,9 +3,9 @@ package cli
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/bramble-pi/bramble/pkg/logging"
+	"github.com/bramble-pi/bramble/pkg/memtrim"
 	"github.com/bramble-pi/bramble/pkg/process"
 	"github.com/bramble-pi/bramble/pkg/sdnotify"
 )
@@ -27,15 +27,8 @@ func notifyStopping() {
 
 // releaseStartupMemoryLater, called once bramble is ready, sets the
 // collector for a running node and gives back start-up's memory once
-// start-up is well behind (process.ReleaseStartupMemory), unless bramble
-// stops first.
+// start-up is well behind (pkg/memtrim), unless bramble stops first.
 func releaseStartupMemoryLater(ctx context.Context, log *slog.Logger) {
 	process.SettleRuntime()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-time.After(process.TrimDelay):
-			process.ReleaseStartupMemory(log)
-		}
-	}()
+	memtrim.After(ctx, memtrim.Delay, log)
 }

@@ -58,6 +58,11 @@ type Config struct {
 	StateDir string
 	// Binary is bin/bramble.
 	Binary string
+	// BinaryPerNode runs each node from its own copy of Binary, as each Pi
+	// has its own: the pages of the executable are then not shared between
+	// nodes, and a node's memory is what it would be on a machine of its
+	// own (the bench's figures).
+	BinaryPerNode bool
 	// ServerArgs are extra arguments of the server.
 	ServerArgs []string
 	// Killall is scripts/bramble-killall.sh (optional: Down works without).

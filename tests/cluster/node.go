@@ -125,13 +125,25 @@ func (c *Cluster) makeDirs(n *Node, archives []string) error {
 	return nil
 }
 
-func linkOrCopy(src, dst string) error {
+func linkOrCopy(src, dst string) error { return placeFile(src, dst, true) }
+
+// placeFile puts src at dst unless dst exists: a hard link where link is
+// set and the file system allows, else a copy (with src's mode).
+func placeFile(src, dst string, link bool) error {
 	if _, err := os.Stat(dst); err == nil {
 		return nil
 	}
-	if err := os.Link(src, dst); err == nil {
-		return nil
-	} else if !errors.Is(err, syscall.EXDEV) {
+	if link {
+		err := os.Link(src, dst)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EXDEV) {
+			return err
+		}
+	}
+	info, err := os.Stat(src)
+	if err != nil {
 		return err
 	}
 	in, err := os.Open(src)
@@ -139,7 +151,7 @@ func linkOrCopy(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(dst + ".tmp")
+	out, err := os.OpenFile(dst+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, info.Mode().Perm())
 	if err != nil {
 		return err
 	}
@@ -333,8 +345,15 @@ func (c *Cluster) Start(n *Node, args, env []string) (*Running, error) {
 	}
 	defer log.Close()
 	fmt.Fprintf(log, "==== %s bramble %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(args, " "))
+	bin := c.cfg.Binary
+	if c.cfg.BinaryPerNode {
+		bin = filepath.Join(n.Dir, "bramble")
+		if err := placeFile(c.cfg.Binary, bin, false); err != nil {
+			return nil, fmt.Errorf("node %s: its own copy of bramble: %w", n.Host, err)
+		}
+	}
 	script := `for f in /sys/fs/cgroup/*` + n.Cgroup + `/cgroup.procs; do echo $$ > "$f"; done; exec "$@"`
-	cmd := c.InNode(n, "/bin/sh", append([]string{"-c", script, "sh", c.cfg.Binary}, args...)...)
+	cmd := c.InNode(n, "/bin/sh", append([]string{"-c", script, "sh", bin}, args...)...)
 	cmd.Env = nodeEnv(env...)
 	cmd.Dir = n.Dir
 	cmd.Stdout, cmd.Stderr = log, log

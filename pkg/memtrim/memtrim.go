@@ -1,6 +1,10 @@
-package process
+// Package memtrim gives back, once start-up is over, the memory only
+// start-up needed: the free heap of its peak and the pages of the
+// executable it read. bramble and its containerd use it.
+package memtrim
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,12 +17,23 @@ import (
 	"github.com/bramble-pi/bramble/pkg/procmaps"
 )
 
-// TrimDelay is how long after start-up ReleaseStartupMemory runs: the
-// add-ons' first apply and the first pods are behind it.
-const TrimDelay = 2 * time.Minute
+// Delay is how long after start-up Release runs: the add-ons' first apply
+// and the first pods are behind it.
+const Delay = 2 * time.Minute
 
-// ReleaseStartupMemory gives back what only start-up needed, once the node
-// (or the control plane) is up:
+// After runs Release after delay, unless ctx ends first.
+func After(ctx context.Context, delay time.Duration, log *slog.Logger) {
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+			Release(log)
+		}
+	}()
+}
+
+// Release gives back what only start-up needed, once the node (or the
+// control plane) is up:
 //
 //   - the free heap of the start-up peak (OpenAPI specs built, schemes
 //     registered, manifests decoded) goes back to the kernel at once
@@ -35,7 +50,7 @@ const TrimDelay = 2 * time.Minute
 // (a rare path, a restart soon after on a machine whose page cache was not
 // needed elsewhere). Errors are logged at debug level: this only saves
 // memory.
-func ReleaseStartupMemory(log *slog.Logger) {
+func Release(log *slog.Logger) {
 	debug.FreeOSMemory()
 	released, err := pageOutExecutable()
 	if err != nil {
