@@ -68,10 +68,15 @@ func (d *Datastore) endpoint() string {
 	if d.cfg.Endpoint != "" {
 		return d.cfg.Endpoint
 	}
-	// kine's defaults: WAL with synchronous=NORMAL batches fsyncs (kind to SD
-	// cards); a busy timeout rides out compaction.
-	return "sqlite://" + d.SQLitePath() + "?" + sqlite.DefaultParams
+	return "sqlite://" + d.SQLitePath() + "?" + sqliteParams
 }
+
+// sqliteParams are kine's defaults (WAL; a busy timeout rides out
+// compaction) with synchronous=FULL instead of NORMAL: every commit is
+// fsynced before kine answers, so a power cut loses no write the apiserver
+// acknowledged. With NORMAL, tests/reliability's power cut lost the last 44
+// of 2975 acknowledged creates (the WAL's tail still in the page cache).
+var sqliteParams = strings.Replace(sqlite.DefaultParams, "_synchronous=NORMAL", "_synchronous=FULL", 1)
 
 // Start opens the backend and serves the etcd API on the socket.
 func (d *Datastore) Start(ctx context.Context) error {
