@@ -4,9 +4,11 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/k3s-io/kine/pkg/drivers/generic"
 	"github.com/k3s-io/kine/pkg/drivers/sqlite"
 	"github.com/k3s-io/kine/pkg/endpoint"
+	"google.golang.org/grpc"
 )
 
 // Config is what the datastore needs.
@@ -37,6 +40,8 @@ type Datastore struct {
 	wg     sync.WaitGroup
 	exited chan error
 	etcd   endpoint.ETCDConfig
+	// checkDB confirms kine's creates (checkCreates), SQLite only.
+	checkDB *sql.DB
 }
 
 // New returns the datastore component.
@@ -50,11 +55,17 @@ func (d *Datastore) Name() string { return "datastore" }
 // SQLitePath is the SQLite file used when no endpoint is configured.
 func (d *Datastore) SQLitePath() string { return filepath.Join(d.cfg.DBDir, "state.db") }
 
-// Init creates the database directory.
+// Init creates the database directory (also that of a sqlite:// endpoint).
 func (d *Datastore) Init(context.Context) error {
-	if d.cfg.Endpoint == "" {
-		if err := os.MkdirAll(d.cfg.DBDir, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d.cfg.DBDir, err)
+	dir := d.cfg.DBDir
+	if file, ok := strings.CutPrefix(d.cfg.Endpoint, "sqlite://"); ok {
+		// kine retries a file in a missing directory for minutes.
+		file, _, _ = strings.Cut(file, "?")
+		dir = filepath.Dir(file)
+	}
+	if d.cfg.Endpoint == "" || strings.HasPrefix(d.cfg.Endpoint, "sqlite://") {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(d.cfg.Socket), 0o700); err != nil {
@@ -87,7 +98,18 @@ func (d *Datastore) Start(ctx context.Context) error {
 	}
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
+	var grpcSrv *grpc.Server
+	if d.cfg.Endpoint == "" {
+		check, err := openSQLite(d.SQLitePath())
+		if err != nil {
+			cancel()
+			return err
+		}
+		d.checkDB = check
+		grpcSrv = grpcServer(sqliteStored(check))
+	}
 	etcd, err := endpoint.Listen(kctx, endpoint.Config{
+		GRPCServer:           grpcSrv,
 		Listener:             "unix://" + d.cfg.Socket,
 		Endpoint:             d.endpoint(),
 		WaitGroup:            &d.wg,
@@ -106,6 +128,12 @@ func (d *Datastore) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		cancel()
+		if d.checkDB != nil {
+			d.checkDB.Close()
+		}
+		if d.cfg.Endpoint != "" {
+			return fmt.Errorf("start kine on --datastore-endpoint %s: %w", redacted(d.cfg.Endpoint), err)
+		}
 		return fmt.Errorf("start kine: %w", err)
 	}
 	d.etcd = etcd
@@ -117,6 +145,15 @@ func (d *Datastore) Start(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// redacted is an endpoint without its password, for errors.
+func redacted(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "(not a URL)"
+	}
+	return u.Redacted()
 }
 
 // compactInterval is how often kine deletes old revisions.
@@ -186,6 +223,9 @@ func (d *Datastore) Stop(ctx context.Context) error {
 	go func() { d.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		if d.checkDB != nil {
+			return d.checkDB.Close()
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("kine did not stop: %w", ctx.Err())
