@@ -20,7 +20,7 @@ import (
 // working, bramble stays up, and once the space is freed writes work again
 // by themselves; nothing acknowledged is lost and the database passes
 // integrity_check. Started on a full disk, bramble stops at once with "no
-// space left on device" and the file it could not write.
+// space left on device", the file it could not write and what to free.
 func TestFullDisk(t *testing.T) {
 	testutil.NeedRoot(t, "loop devices and mounts")
 	s := testutil.NewServer(t, "--disable-agent")
@@ -96,10 +96,11 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal("a server started on a full disk still runs after 60 s")
 	}
 	out := s.Log.String()
-	if s.ExitCode() == 0 || !strings.Contains(out, "no space left on device") || !strings.Contains(out, s.DataDir) {
+	if s.ExitCode() == 0 || !strings.Contains(out, "no space left on device") || !strings.Contains(out, s.DataDir) ||
+		!strings.Contains(out, "bramble: the disk is full: free space") {
 		t.Errorf("start on a full disk: exit %d, log:\n%s", s.ExitCode(), out)
 	}
-	t.Logf("start on a full disk: exit %d: %s", s.ExitCode(), lastLine(out))
+	t.Logf("start on a full disk: exit %d:\n%s", s.ExitCode(), out)
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
