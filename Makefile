@@ -52,7 +52,7 @@ $(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env | images-deps
 	@mkdir -p $(dir $@)
 	cp dist/images/$(ARCH)/pause.tar $@
 
-.PHONY: all build test test-release unit-test integration-test bench deps clean
+.PHONY: all build test test-soak test-release unit-test integration-test bench deps clean
 # bin/bramble and the images its bundled add-ons run (cached: seconds when
 # nothing changed), so `sudo ./bin/bramble server` needs nothing else.
 all: build airgap
@@ -72,8 +72,9 @@ deps:
 # the Debian root filesystem tests/install installs into.
 TEST_PREREQS := images test-images airgap testroot
 # tests/release needs the arm64 and armhf cross builds (~25 min cold on two
-# cores): it runs in `make test-release`, not in CI's `make test`.
-TEST_PKGS = $(shell go list ./tests/... | grep -v /tests/release)
+# cores): it runs in `make test-release`, not in CI's `make test`; tests/soak
+# (10 stop/start cycles of a node with pods) in `make test-soak`.
+TEST_PKGS = $(shell go list ./tests/... | grep -v -e /tests/release -e /tests/soak)
 
 # Debian bookworm minbase tarball for tests/install, cached in CACHE_DIR
 # (debootstrap once, about a minute; then instant).
@@ -88,6 +89,11 @@ GO_TEST := go run ./tools/testsum go test
 test: deps build $(TEST_PREREQS)
 	$(GO_TEST) -count=1 ./pkg/...
 	$(GO_TEST) -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(TEST_PKGS)
+
+# 10 SIGTERM/start cycles of a server with pods, each restart's ERROR lines
+# printed (tests/soak).
+test-soak: deps build images test-images
+	$(GO_TEST) -count=1 -v -timeout $(TEST_TIMEOUT) ./tests/soak/
 
 test-release: deps build release-test-binaries
 	$(GO_TEST) -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./tests/release/

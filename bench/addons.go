@@ -14,6 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 // addons: seconds from `bramble server` start (README's path: the air-gap
@@ -66,7 +68,7 @@ func addons(bin string, idle time.Duration) error {
 	fmt.Printf("%d Plumber replicas ready:     %6.2f s after start\n", replicas, time.Since(begin).Seconds())
 	fmt.Printf("idling %s ...\n", idle)
 	time.Sleep(idle)
-	cd := containerdPID(data)
+	cd := testutil.ContainerdPID(data)
 	pids := append([]int{p.cmd.Process.Pid}, cd)
 	pids = append(pids, shimTrees(containerdSocket(cd))...)
 	rss := 0

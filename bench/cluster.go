@@ -16,6 +16,7 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/procmaps"
 	"github.com/bramble-pi/bramble/tests/cluster"
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 // clusterScenario: a server and two agents in network namespaces on this
@@ -99,9 +100,9 @@ func clusterScenario(bin string, idle time.Duration) error {
 
 	fmt.Printf("idling %s ...\n", idle)
 	pids := []int{agent.Process.PID}
-	// containerdPID knows containerd both built into bramble and as its own
+	// testutil.ContainerdPID knows containerd both built into bramble and as its own
 	// executable under the data dir.
-	if p := containerdPID(agent.DataDir()); p > 0 {
+	if p := testutil.ContainerdPID(agent.DataDir()); p > 0 {
 		pids = append(pids, p)
 	} else if p := agent.ContainerdPID(); p > 0 {
 		pids = append(pids, p)

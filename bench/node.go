@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/bramble-pi/bramble/tests/testutil"
 )
 
 // node: a full single-node server. Seconds from start to node Ready (fresh
@@ -104,7 +106,7 @@ func idleFigures(n *nodeRun, idle time.Duration) {
 		after = fmt.Sprintf(" (after %s, goal: 3m0s)", idle)
 	}
 	pids := []int{n.p.cmd.Process.Pid}
-	cd := containerdPID(n.data)
+	cd := testutil.ContainerdPID(n.data)
 	if cd > 0 {
 		pids = append(pids, cd)
 	}
@@ -212,29 +214,6 @@ func poll(ctx context.Context, ok func() bool) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return ctx.Err()
-}
-
-// containerdPID finds the containerd of the bramble with this data dir:
-// `bramble containerd --config <data-dir>/...` (containerd built into
-// bramble) or `<data-dir>/data/<hash>/bin/containerd --config ...` (a
-// separate executable).
-func containerdPID(dataDir string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) < 2 || !strings.Contains(string(cmdline), filepath.Clean(dataDir)+"/") {
-			continue
-		}
-		if args[1] == "containerd" || filepath.Base(args[0]) == "containerd" {
-			return pid
-		}
-	}
-	return 0
 }
 
 // containerdSocket is the gRPC address in the config file a containerd

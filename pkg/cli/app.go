@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -30,8 +31,12 @@ func Main(argv []string) int {
 	app := newApp(os.Stdout, os.Stderr)
 	if err := app.Run(argv); err != nil {
 		var logged loggedError
-		if !errors.As(err, &logged) && err.Error() != "" {
+		isLogged := errors.As(err, &logged)
+		if !isLogged && err.Error() != "" {
 			fmt.Fprintf(os.Stderr, "bramble: %v\n", err)
+		}
+		if errors.Is(err, syscall.ENOSPC) || (isLogged && errors.Is(logged.error, syscall.ENOSPC)) {
+			fmt.Fprintln(os.Stderr, "bramble: "+diskFull)
 		}
 		var exit cli.ExitCoder
 		if errors.As(err, &exit) {
@@ -103,6 +108,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		},
 	}
 }
+
+// diskFull is what to do when a write failed with ENOSPC.
+const diskFull = "the disk is full: free space on the filesystem of the file named above " +
+	"(unused images: `bramble crictl rmi --prune`; old snapshots: `bramble db snapshot ls` and `delete`; " +
+	"other files: `du -xh <mount point> | sort -h | tail`), then start bramble again"
 
 // loggedError is an error already written to the log; Main does not print it again.
 type loggedError struct{ error }

@@ -57,6 +57,9 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 	defer release()
+	if err := portFree(cfg.BindAddress, cfg.HTTPSPort); err != nil {
+		return err
+	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
 	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
 		return err
@@ -237,6 +240,18 @@ func routeSource(network, target string) net.IP {
 	}
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP
+}
+
+// portFree refuses a port another process listens on before anything is
+// written to the data dir (the apiserver would only fail once the
+// datastore and the certificates are up).
+func portFree(bind net.IP, port int) error {
+	addr := net.JoinHostPort(bind.String(), strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--https-listen-port %d: cannot listen on %s (another bramble, k3s or apiserver?): %w", port, addr, err)
+	}
+	return l.Close()
 }
 
 // nodeNameIf is name when the process runs a node, else "".

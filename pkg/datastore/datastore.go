@@ -4,9 +4,11 @@ package datastore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/k3s-io/kine/pkg/drivers/generic"
 	"github.com/k3s-io/kine/pkg/drivers/sqlite"
 	"github.com/k3s-io/kine/pkg/endpoint"
+	"google.golang.org/grpc"
 )
 
 // Config is what the datastore needs.
@@ -37,6 +40,8 @@ type Datastore struct {
 	wg     sync.WaitGroup
 	exited chan error
 	etcd   endpoint.ETCDConfig
+	// checkDB confirms kine's creates (checkCreates), SQLite only.
+	checkDB *sql.DB
 }
 
 // New returns the datastore component.
@@ -50,11 +55,17 @@ func (d *Datastore) Name() string { return "datastore" }
 // SQLitePath is the SQLite file used when no endpoint is configured.
 func (d *Datastore) SQLitePath() string { return filepath.Join(d.cfg.DBDir, "state.db") }
 
-// Init creates the database directory.
+// Init creates the database directory (also that of a sqlite:// endpoint).
 func (d *Datastore) Init(context.Context) error {
-	if d.cfg.Endpoint == "" {
-		if err := os.MkdirAll(d.cfg.DBDir, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d.cfg.DBDir, err)
+	dir := d.cfg.DBDir
+	if file, ok := strings.CutPrefix(d.cfg.Endpoint, "sqlite://"); ok {
+		// kine retries a file in a missing directory for minutes.
+		file, _, _ = strings.Cut(file, "?")
+		dir = filepath.Dir(file)
+	}
+	if d.cfg.Endpoint == "" || strings.HasPrefix(d.cfg.Endpoint, "sqlite://") {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(d.cfg.Socket), 0o700); err != nil {
@@ -68,10 +79,17 @@ func (d *Datastore) endpoint() string {
 	if d.cfg.Endpoint != "" {
 		return d.cfg.Endpoint
 	}
-	// kine's defaults: WAL with synchronous=NORMAL batches fsyncs (kind to SD
-	// cards); a busy timeout rides out compaction.
-	return "sqlite://" + d.SQLitePath() + "?" + sqlite.DefaultParams
+	return "sqlite://" + d.SQLitePath() + "?" + sqliteParams
 }
+
+// sqliteParams are kine's defaults (WAL; a busy timeout rides out
+// compaction) with synchronous=FULL instead of NORMAL: every commit is
+// fsynced before kine answers, so a power cut loses no write the apiserver
+// acknowledged. With NORMAL, tests/reliability's power cut lost the last 44
+// of 2975 acknowledged creates (the WAL's tail still in the page cache).
+// The cost, measured idle (docs/ARCHITECTURE.md): +9 % bytes written by
+// bramble, +16 % at the device, creates ~4 ms slower at the median.
+var sqliteParams = strings.Replace(sqlite.DefaultParams, "_synchronous=NORMAL", "_synchronous=FULL", 1)
 
 // Start opens the backend and serves the etcd API on the socket.
 func (d *Datastore) Start(ctx context.Context) error {
@@ -82,7 +100,18 @@ func (d *Datastore) Start(ctx context.Context) error {
 	}
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
+	var grpcSrv *grpc.Server
+	if d.cfg.Endpoint == "" {
+		check, err := openSQLite(d.SQLitePath())
+		if err != nil {
+			cancel()
+			return err
+		}
+		d.checkDB = check
+		grpcSrv = grpcServer(sqliteStored(check))
+	}
 	etcd, err := endpoint.Listen(kctx, endpoint.Config{
+		GRPCServer:           grpcSrv,
 		Listener:             "unix://" + d.cfg.Socket,
 		Endpoint:             d.endpoint(),
 		WaitGroup:            &d.wg,
@@ -101,6 +130,12 @@ func (d *Datastore) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		cancel()
+		if d.checkDB != nil {
+			d.checkDB.Close()
+		}
+		if d.cfg.Endpoint != "" {
+			return fmt.Errorf("start kine on --datastore-endpoint %s: %w", redacted(d.cfg.Endpoint), err)
+		}
 		return fmt.Errorf("start kine: %w", err)
 	}
 	d.etcd = etcd
@@ -112,6 +147,15 @@ func (d *Datastore) Start(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// redacted is an endpoint without its password, for errors.
+func redacted(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "(not a URL)"
+	}
+	return u.Redacted()
 }
 
 // compactInterval is how often kine deletes old revisions.
@@ -181,6 +225,9 @@ func (d *Datastore) Stop(ctx context.Context) error {
 	go func() { d.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		if d.checkDB != nil {
+			return d.checkDB.Close()
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("kine did not stop: %w", ctx.Err())

@@ -187,3 +187,13 @@ func TestPrepareSQLiteRefusesDamagedFiles(t *testing.T) {
 		})
 	}
 }
+
+// The default SQLite endpoint fsyncs every commit (synchronous=FULL): kine's
+// own default, NORMAL, lost acknowledged writes in tests/reliability's power
+// cut. A kine upgrade that changes its defaults fails here, not silently.
+func TestSQLiteEndpointIsDurable(t *testing.T) {
+	ep := New(Config{DBDir: "/d"}, slog.New(slog.DiscardHandler)).endpoint()
+	if !strings.Contains(ep, "_synchronous=FULL") || strings.Contains(ep, "NORMAL") || !strings.Contains(ep, "_journal_mode=WAL") {
+		t.Fatalf("endpoint %q: want WAL with _synchronous=FULL", ep)
+	}
+}

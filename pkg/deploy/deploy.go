@@ -112,25 +112,44 @@ func bundledAddons(cfg Config) (enabled, off []string, err error) {
 	for _, d := range cfg.Disabled {
 		disabled[strings.TrimSpace(d)] = true
 	}
-	known := map[string]bool{}
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".yaml")
 		if !ok {
 			continue
 		}
-		known[name] = true
 		if _, err := os.Stat(filepath.Join(cfg.Dir, e.Name()+".skip")); err == nil || disabled[name] {
 			off = append(off, name)
 		} else {
 			enabled = append(enabled, name)
 		}
 	}
-	for name := range disabled {
-		if name != "" && !known[name] {
-			return nil, nil, fmt.Errorf("--disable %s: no bundled add-on of that name", name)
-		}
+	if err := CheckDisabled(cfg.Bundled, cfg.Disabled); err != nil {
+		return nil, nil, err
 	}
 	return enabled, off, nil
+}
+
+// CheckDisabled refuses a --disable name that is no bundled add-on (a
+// <name>.yaml in bundled), so that a typo stops the start before anything runs.
+func CheckDisabled(bundled fs.FS, disabled []string) error {
+	entries, err := fs.ReadDir(bundled, ".")
+	if err != nil {
+		return fmt.Errorf("bundled manifests: %w", err)
+	}
+	known := map[string]bool{}
+	var names []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".yaml"); ok {
+			known[name] = true
+			names = append(names, name)
+		}
+	}
+	for _, d := range disabled {
+		if name := strings.TrimSpace(d); name != "" && !known[name] {
+			return fmt.Errorf("--disable %s: no bundled add-on of that name (there are: %s)", name, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
 
 // render renders one bundled manifest with the cluster's values.

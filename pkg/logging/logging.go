@@ -74,6 +74,9 @@ var benign = map[string]bool{
 	"Skipping pod synchronization":                                                          true, // until the runtime's first status
 	"Image garbage collection failed once. Stats initialization may not have completed yet": true, // the kubelet retries
 	"Kube-proxy configuration may be incomplete or incorrect":                               true, // NodePorts on all addresses, as k3s
+	// kine answers the delete of a missing key as done, so the apiserver
+	// says this at every start, the first one included.
+	"Found stale data, removed previous endpoints on kubernetes service, apiserver didn't exit successfully previously": true,
 }
 
 // stopping is set once bramble stops: the components' errors from then on

@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bramble-pi/bramble/manifests"
 	"github.com/bramble-pi/bramble/pkg/datastore"
+	"github.com/bramble-pi/bramble/pkg/deploy"
 	"github.com/bramble-pi/bramble/pkg/ingresstls"
 	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
@@ -39,6 +41,9 @@ type ControlPlane struct {
 // CheckArgs refuses a bad --kube-*-arg: call it before anything is written
 // or runs (Prepare does not check again).
 func CheckArgs(cfg Config) error {
+	if err := deploy.CheckDisabled(manifests.FS, cfg.Disable); err != nil {
+		return err
+	}
 	return (&ControlPlane{cfg: cfg, paths: NewPaths(cfg.DataDir), creds: &Credentials{}}).checkArgs()
 }
 

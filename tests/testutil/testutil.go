@@ -320,6 +320,59 @@ func ProcessesUsing(s string) []int {
 	return pids
 }
 
+// Busybox is the test image `make test-images` builds.
+const Busybox = "docker.io/bramble/busybox:test"
+
+// PreloadBusybox puts the busybox test image into the server's agent/images,
+// which the node imports at start. Call it before Start.
+func PreloadBusybox(t testing.TB, s *Server) {
+	t.Helper()
+	image := filepath.Join(RepoRoot(t), "dist", "images", Arch(), "busybox.tar")
+	data, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
+	}
+	dir := filepath.Join(s.DataDir, "agent", "images")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "busybox.tar"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitNodeReady waits until the server's (first) node reports Ready.
+func WaitNodeReady(t testing.TB, s *Server, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "node Ready", func() bool {
+		out, _ := s.Kubectl("get", "nodes", "-o", `jsonpath={.items[0].status.conditions[?(@.type=="Ready")].status}`)
+		return out == "True"
+	})
+}
+
+// ContainerdPID finds the containerd of the bramble with this data dir:
+// `bramble containerd --config <data-dir>/...` (containerd built into
+// bramble) or `<data-dir>/data/<hash>/bin/containerd --config ...` (a
+// separate executable); 0 if none runs.
+func ContainerdPID(dataDir string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) < 2 || !strings.Contains(string(cmdline), filepath.Clean(dataDir)+"/") {
+			continue
+		}
+		if args[1] == "containerd" || filepath.Base(args[0]) == "containerd" {
+			return pid
+		}
+	}
+	return 0
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
