@@ -54,7 +54,7 @@ type Config struct {
 	Profiling     bool // containerd serves its Go profiles (--debug-pprof)
 	Creds         nodecreds.Files
 	// LocalStoragePath holds the directories of the node's local-path
-	// volumes (pkg/localstorage).
+	// volumes (pkg/localstorage); "" runs no local-storage component.
 	LocalStoragePath string
 	// ImageServer is the bramble server the node pulls images through
 	// (https://<server>:6443, its registry on /v2/) before any registry;
@@ -153,7 +153,11 @@ func (a *Agent) Kube() []supervisor.Component {
 		CNIConfDir:  a.containerd.CNIConfDir,
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
-	return []supervisor.Component{kubelet, fl, proxy, a.localStorage()}
+	comps := []supervisor.Component{kubelet, fl, proxy}
+	if a.cfg.LocalStoragePath != "" {
+		comps = append(comps, a.localStorage())
+	}
+	return comps
 }
 
 // localStorage creates and removes the directories of the node's

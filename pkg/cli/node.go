@@ -166,6 +166,9 @@ func serverNode(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc serv
 		}
 	}
 	cfg := nodeConfig(c, facts, sc.NodeName, nodeIP, sc.DataDir, cl)
+	if !sc.Enabled("local-storage") {
+		cfg.LocalStoragePath = "" // no volumes to keep (agents cannot tell: theirs idles)
+	}
 	var err error
 	cfg.Creds, err = cp.EnsureNodeCredentials(sc.NodeName, nodeIP, layout.New(sc.DataDir).Agent())
 	if err != nil {

@@ -18,8 +18,8 @@ import (
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
-// enabled reports whether a bundled add-on is not in --disable.
-func (c Config) enabled(addon string) bool {
+// Enabled reports whether a bundled add-on is not in --disable.
+func (c Config) Enabled(addon string) bool {
 	return !slices.ContainsFunc(c.Disable, func(d string) bool { return strings.TrimSpace(d) == addon })
 }
 
@@ -35,6 +35,18 @@ func (c Config) manifestsDisabled() []string {
 // serviceLB gives LoadBalancer Services the node addresses
 // (pkg/servicelb); nil with --disable servicelb.
 func (cp *ControlPlane) serviceLB() supervisor.Component {
+	if !cp.cfg.Enabled("servicelb") {
+		// Once: the addresses it gave stop being forwarded.
+		return cp.controllerAddon("servicelb-off", func(cs kubernetes.Interface, log *slog.Logger) (func(context.Context) error, error) {
+			return func(ctx context.Context) error {
+				if err := servicelb.Release(ctx, cs, log); err != nil && ctx.Err() == nil {
+					log.Warn("could not remove the addresses servicelb gave", "err", err)
+				}
+				<-ctx.Done()
+				return nil
+			}, nil
+		})
+	}
 	return cp.controllerAddon("servicelb", func(cs kubernetes.Interface, log *slog.Logger) (func(context.Context) error, error) {
 		c, err := servicelb.New(cs, log)
 		if err != nil {
@@ -59,7 +71,7 @@ func (cp *ControlPlane) localStorage() supervisor.Component {
 // controllerAddon is the component of a bundled add-on that is a
 // controller in the server (admin credentials); nil when it is disabled.
 func (cp *ControlPlane) controllerAddon(name string, newRun func(kubernetes.Interface, *slog.Logger) (func(context.Context) error, error)) supervisor.Component {
-	if !cp.cfg.enabled(name) {
+	if !cp.cfg.Enabled(name) {
 		return nil
 	}
 	return &supervisor.InProcess{ComponentName: name, StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {

@@ -224,12 +224,38 @@ func (c *Controller) setIngress(ctx context.Context, s *corev1.Service, ips []st
 	s.Status.LoadBalancer.Ingress = ingress
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := c.cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{FieldManager: "bramble-servicelb"})
+	_, err := c.cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{FieldManager: fieldManager})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%s/%s: %w", s.Namespace, s.Name, err)
 	}
 	if err == nil {
 		c.log.Info("LoadBalancer Service addresses", "service", s.Namespace+"/"+s.Name, "ips", strings.Join(ips, ","))
+	}
+	return nil
+}
+
+// fieldManager names the controller's status writes (managedFields).
+const fieldManager = "bramble-servicelb"
+
+// Release takes the addresses this controller wrote off every Service
+// (with --disable servicelb, so that kube-proxy stops forwarding them).
+func Release(ctx context.Context, cs kubernetes.Interface, log *slog.Logger) error {
+	list, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("servicelb off: list Services: %w", err)
+	}
+	for i := range list.Items {
+		s := &list.Items[i]
+		if len(s.Status.LoadBalancer.Ingress) == 0 || !slices.ContainsFunc(s.ManagedFields, func(m metav1.ManagedFieldsEntry) bool {
+			return m.Manager == fieldManager && m.Subresource == "status"
+		}) {
+			continue
+		}
+		s.Status.LoadBalancer.Ingress = nil
+		if _, err := cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("servicelb off: %s/%s: %w", s.Namespace, s.Name, err)
+		}
+		log.Info("servicelb disabled: LoadBalancer Service addresses removed", "service", s.Namespace+"/"+s.Name)
 	}
 	return nil
 }

@@ -61,6 +61,18 @@ func TestLocalStorageAndServiceLB(t *testing.T) {
 	})
 	t.Run("local-storage", func(t *testing.T) { checkLocalStorage(t, s, node) })
 	t.Run("servicelb", func(t *testing.T) { checkServiceLB(t, s, node) })
+
+	// Restarted with both disabled: the StorageClass goes, and the address
+	// servicelb gave lb2 is taken back.
+	s.Stop(30 * time.Second)
+	s.Args = append(s.Args, "--disable", "local-storage,servicelb")
+	s.Start()
+	s.WaitReady(3 * time.Minute)
+	testutil.WaitFor(t, 2*time.Minute, "no StorageClass and no address on lb2", func() bool {
+		classes, err1 := s.Kubectl("get", "storageclass", "-o", "name")
+		ips, err2 := s.Kubectl("-n", "vol", "get", "service", "lb2", "-o", "jsonpath={.status.loadBalancer.ingress}")
+		return err1 == nil && err2 == nil && classes == "" && ips == ""
+	})
 }
 
 // checkLocalStorage: the bundled local-path StorageClass: a claim binds
