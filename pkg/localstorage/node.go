@@ -40,6 +40,9 @@ func NewNode(cs kubernetes.Interface, name, root string, log *slog.Logger) (*Nod
 	n.volumes = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelNode + "=" + name
 	})).Core().V1().PersistentVolumes().Informer()
+	if err := n.volumes.SetTransform(dropManagedFields); err != nil {
+		return nil, fmt.Errorf("local storage: %w", err)
+	}
 	if _, err := n.volumes.AddEventHandler(enqueueOnChange(n.queue, "")); err != nil {
 		return nil, fmt.Errorf("local storage: %w", err)
 	}

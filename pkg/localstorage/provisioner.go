@@ -38,6 +38,11 @@ func NewProvisioner(cs kubernetes.Interface, log *slog.Logger) (*Provisioner, er
 	p.volumes = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelNode
 	})).Core().V1().PersistentVolumes().Informer()
+	for _, inf := range []cache.SharedIndexInformer{p.claims, p.volumes} {
+		if err := inf.SetTransform(dropManagedFields); err != nil {
+			return nil, fmt.Errorf("local storage provisioner: %w", err)
+		}
+	}
 	if _, err := p.claims.AddEventHandler(enqueueOnChange(p.queue, "pvc/")); err != nil {
 		return nil, fmt.Errorf("local storage provisioner: %w", err)
 	}

@@ -56,6 +56,14 @@ func New(cs kubernetes.Interface, log *slog.Logger) (*Controller, error) {
 		nodes:    f.Core().V1().Nodes().Informer(),
 		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, time.Minute)),
 	}
+	// The cache keeps what the controller reads: a Node's labels and
+	// addresses (not its image list), no managed fields.
+	if err := c.nodes.SetTransform(slimNode); err != nil {
+		return nil, fmt.Errorf("service load balancer: %w", err)
+	}
+	if err := c.services.SetTransform(dropManagedFields); err != nil {
+		return nil, fmt.Errorf("service load balancer: %w", err)
+	}
 	// Every change leads to one pass over all LoadBalancer Services: ports
 	// are shared, and a small cluster has few of them.
 	all := func(any) { c.queue.Add("all") }
@@ -258,4 +266,20 @@ func Release(ctx context.Context, cs kubernetes.Interface, log *slog.Logger) err
 		log.Info("servicelb disabled: LoadBalancer Service addresses removed", "service", s.Namespace+"/"+s.Name)
 	}
 	return nil
+}
+
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Namespace: n.Namespace, UID: n.UID, ResourceVersion: n.ResourceVersion,
+		Labels: n.Labels, DeletionTimestamp: n.DeletionTimestamp}, Status: corev1.NodeStatus{Addresses: n.Status.Addresses}}, nil
+}
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
