@@ -12,7 +12,9 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/containerd"
 	"github.com/bramble-pi/bramble/pkg/flannel"
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/layout"
+	"github.com/bramble-pi/bramble/pkg/localstorage"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
@@ -51,6 +53,9 @@ type Config struct {
 	Debug         bool
 	Profiling     bool // containerd serves its Go profiles (--debug-pprof)
 	Creds         nodecreds.Files
+	// LocalStoragePath holds the directories of the node's local-path
+	// volumes (pkg/localstorage); "" runs no local-storage component.
+	LocalStoragePath string
 	// ImageServer is the bramble server the node pulls images through
 	// (https://<server>:6443, its registry on /v2/) before any registry;
 	// empty on the server's own node.
@@ -148,5 +153,25 @@ func (a *Agent) Kube() []supervisor.Component {
 		CNIConfDir:  a.containerd.CNIConfDir,
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
-	return []supervisor.Component{kubelet, fl, proxy}
+	comps := []supervisor.Component{kubelet, fl, proxy}
+	if a.cfg.LocalStoragePath != "" {
+		comps = append(comps, a.localStorage())
+	}
+	return comps
+}
+
+// localStorage creates and removes the directories of the node's
+// local-path volumes, with the kubelet's credentials (pkg/localstorage).
+func (a *Agent) localStorage() supervisor.Component {
+	return &supervisor.InProcess{ComponentName: "local-storage", StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
+		cs, err := kubeconfig.Clientset(a.cfg.Creds.KubeletKubeconfig, 0)
+		if err != nil {
+			return nil, err
+		}
+		n, err := localstorage.NewNode(cs, a.cfg.NodeName, a.cfg.LocalStoragePath, a.log.With("component", "local-storage"))
+		if err != nil {
+			return nil, err
+		}
+		return n.Run, nil
+	}}
 }

@@ -38,6 +38,7 @@ func nodeFlags() []cli.Flag {
 		passThrough("kubelet-arg", "extra kubelet flag, e.g. cgroup-root=/pi2"),
 		passThrough("kube-proxy-arg", "extra kube-proxy flag, e.g. nodeport-addresses=primary"),
 		passThrough("containerd-arg", "extra containerd flag: log-level=debug (its other flags are bramble's; the rest of its settings go in config.toml.tmpl)"),
+		str("default-local-storage-path", "", "directory of this node's local-path volumes (default: <data-dir>/storage)"),
 		&cli.BoolFlag{Name: "shipped-images", Value: true, EnvVars: env("shipped-images"),
 			Usage: "import the air-gap image tarball (bramble-airgap-images-<arch>.tar.zst) found beside the bramble binary or in ../dist of it (a build from the repo); --shipped-images=false leaves it to <data-dir>/agent/images"},
 	}
@@ -103,7 +104,21 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		FlannelBackend:      cl.flannelBackend,
 		Debug:               c.Bool("debug"),
 		Profiling:           c.String("debug-pprof") != "",
+		LocalStoragePath:    localStoragePath(c, dataDir),
 	}
+}
+
+// localStoragePath is --default-local-storage-path, absolute, or
+// <data-dir>/storage.
+func localStoragePath(c *cli.Context, dataDir string) string {
+	p := c.String("default-local-storage-path")
+	if p == "" {
+		return layout.New(dataDir).Storage()
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return filepath.Clean(p)
 }
 
 // newNode unpacks the helper binaries and returns the node.
@@ -151,6 +166,9 @@ func serverNode(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc serv
 		}
 	}
 	cfg := nodeConfig(c, facts, sc.NodeName, nodeIP, sc.DataDir, cl)
+	if !sc.Enabled("local-storage") {
+		cfg.LocalStoragePath = "" // no volumes to keep (agents cannot tell: theirs idles)
+	}
 	var err error
 	cfg.Creds, err = cp.EnsureNodeCredentials(sc.NodeName, nodeIP, layout.New(sc.DataDir).Agent())
 	if err != nil {

@@ -38,6 +38,10 @@ func (d Dirs) Server() string { return filepath.Join(d.DataDir, "server") }
 // Agent is <data-dir>/agent: the node's state.
 func (d Dirs) Agent() string { return filepath.Join(d.DataDir, "agent") }
 
+// Storage is <data-dir>/storage: the default home of the node's local-path
+// volumes.
+func (d Dirs) Storage() string { return filepath.Join(d.DataDir, "storage") }
+
 // Data is <data-dir>/data: unpacked binaries, one directory per content hash.
 func (d Dirs) Data() string { return filepath.Join(d.DataDir, "data") }
 

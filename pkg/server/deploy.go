@@ -45,7 +45,7 @@ func (cp *ControlPlane) deployConfig() deploy.Config {
 	return deploy.Config{
 		Dir:        cp.paths.ManifestsDir(),
 		Bundled:    manifests.FS,
-		Disabled:   cp.cfg.Disable,
+		Disabled:   cp.cfg.manifestsDisabled(),
 		Values:     deploy.Values{ClusterDNS: cp.cfg.ClusterDNS.String(), ClusterDomain: cp.cfg.ClusterDomain},
 		Kubeconfig: cp.creds.AdminKubeconfig,
 		Interval:   2 * time.Second,

@@ -8,6 +8,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
@@ -65,30 +66,48 @@ func bootstrapRBAC(ctx context.Context, adminKubeconfig string) error {
 	if err != nil {
 		return err
 	}
-	meta := metav1.ObjectMeta{Name: nodecreds.FlannelGroup, Labels: managedBy}
-	role := &rbacv1.ClusterRole{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{
+	flannel := access{name: nodecreds.FlannelGroup, group: nodecreds.FlannelGroup, rules: []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
-	}}
+	}, policy: flannelOwnNode, resources: []string{"nodes", "nodes/status"}, validations: flannelRules()}
+	if err := flannel.apply(ctx, cs); err != nil {
+		return err
+	}
+	return nodeVolumesAccess().apply(ctx, cs)
+}
+
+// access is a ClusterRole bound to a group, and an admission policy that
+// narrows the group's updates of the resources to what validations allow.
+type access struct {
+	name, group string
+	rules       []rbacv1.PolicyRule
+	policy      string
+	resources   []string // core API resources the policy checks on update
+	validations []admissionv1.Validation
+}
+
+func (a access) apply(ctx context.Context, cs kubernetes.Interface) error {
+	meta := metav1.ObjectMeta{Name: a.name, Labels: managedBy}
+	role := &rbacv1.ClusterRole{ObjectMeta: meta, Rules: a.rules}
 	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: meta,
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: nodecreds.FlannelGroup}},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: a.group}},
 	}
 	fail := admissionv1.Fail
-	policy := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: flannelOwnNode, Labels: managedBy},
+	policy := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: a.policy, Labels: managedBy},
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: &fail,
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionv1.RuleWithOperations{
 					Operations: []admissionv1.OperationType{admissionv1.Update},
-					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes", "nodes/status"}},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: a.resources},
 				}}}},
-			MatchConditions: []admissionv1.MatchCondition{{Name: "flannel",
-				Expression: "request.userInfo.groups.exists(g, g == '" + nodecreds.FlannelGroup + "')"}},
-			Validations: flannelRules(),
+			MatchConditions: []admissionv1.MatchCondition{{Name: "group",
+				Expression: "request.userInfo.groups.exists(g, g == '" + a.group + "')"}},
+			Validations: a.validations,
 		}}
-	policyBinding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: flannelOwnNode, Labels: managedBy},
-		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: flannelOwnNode,
+	policyBinding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: a.policy, Labels: managedBy},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: a.policy,
 			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}}}
 
 	if err := apply(ctx, cs.RbacV1().ClusterRoles(), role); err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,8 +141,9 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap, cp.traefikSecrets.Wrap)
-	return []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.certificates(), cp.snapshots()}
+	comps := []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
+		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.localStorage(), cp.serviceLB(), cp.certificates(), cp.snapshots()}
+	return slices.DeleteFunc(comps, func(c supervisor.Component) bool { return c == nil })
 }
 
 // joinComponent enables the authenticated join endpoints once the apiserver

@@ -127,6 +127,8 @@ func TestCluster(t *testing.T) {
 	}{
 		{"PlumberSpread", e.plumberSpread},
 		{"PodToPodAcrossNodes", e.podToPod},
+		{"LocalStorageOnAgent", e.localStorageOnAgent},
+		{"LoadBalancerOnEveryNode", e.loadBalancerOnEveryNode},
 		{"ImagesImportReachesAgents", e.imagesImport},
 		{"RegistryOnlyForNodes", e.registryAccess},
 		{"JoinRefused", e.joinRefused},

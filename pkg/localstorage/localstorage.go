@@ -1,0 +1,113 @@
+// Package localstorage is the bundled local-path storage: a provisioner in
+// the server that answers PersistentVolumeClaims of the StorageClass
+// local-path with hostPath volumes on the node the scheduler picked, and a
+// controller in every node's bramble that creates and removes those
+// directories under the node's own storage directory. No helper pod.
+//
+// The size a claim asks for is recorded in the volume's capacity, not
+// enforced: a volume can use the whole filesystem of the storage directory.
+package localstorage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+const (
+	// ProvisionerName is the StorageClass provisioner name bramble answers.
+	ProvisionerName = "bramble.io/local-path"
+	// LabelNode names the node that holds a volume's directory.
+	LabelNode = "storage.bramble.io/node"
+	// AnnotationPath, on a Node, is that node's storage directory (set by
+	// the node's own bramble; the provisioner puts volumes there).
+	AnnotationPath = "storage.bramble.io/local-path"
+	// AnnotationRemoved, on a released volume, says its node removed the
+	// directory: the provisioner then deletes the PersistentVolume.
+	AnnotationRemoved = "storage.bramble.io/removed"
+
+	annProvisionedBy   = "pv.kubernetes.io/provisioned-by"
+	annSelectedNode    = "volume.kubernetes.io/selected-node"
+	annStorageProvider = "volume.kubernetes.io/storage-provisioner"
+	volumePrefix       = "pvc-"
+)
+
+// volumeDir is the directory of a volume under a node's storage directory.
+func volumeDir(root, pvName, namespace, claim string) string {
+	return filepath.Join(root, pvName+"_"+namespace+"_"+claim)
+}
+
+// ownedDir returns the directory of a volume if it is a direct child of
+// root named after the volume, the only directories a node creates or
+// removes; anything else is refused with the reason.
+func ownedDir(root string, pv *corev1.PersistentVolume) (string, error) {
+	if pv.Spec.HostPath == nil {
+		return "", fmt.Errorf("volume %s has no hostPath", pv.Name)
+	}
+	p := pv.Spec.HostPath.Path
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return "", fmt.Errorf("volume %s: path %q is not a clean absolute path", pv.Name, p)
+	}
+	if filepath.Dir(p) != filepath.Clean(root) || !strings.HasPrefix(filepath.Base(p), pv.Name+"_") {
+		return "", fmt.Errorf("volume %s: path %q is not a volume directory under %s", pv.Name, p, root)
+	}
+	return p, nil
+}
+
+type queue = workqueue.TypedRateLimitingInterface[string]
+
+func newQueue() queue {
+	return workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, time.Minute))
+}
+
+// enqueueOnChange queues the key (with prefix) of every added or updated
+// object.
+func enqueueOnChange(q queue, prefix string) cache.ResourceEventHandler {
+	add := func(obj any) {
+		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
+			q.Add(prefix + key)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{AddFunc: add, UpdateFunc: func(_, obj any) { add(obj) }}
+}
+
+// work runs sync on each queued key until ctx ends; a failed key is
+// retried later.
+func work(ctx context.Context, q queue, log *slog.Logger, sync func(context.Context, string) error) {
+	context.AfterFunc(ctx, q.ShutDown)
+	for {
+		key, quit := q.Get()
+		if quit {
+			return
+		}
+		err := sync(ctx, key)
+		switch {
+		case err == nil:
+			q.Forget(key)
+		case ctx.Err() == nil:
+			level := slog.LevelWarn
+			if errors.Is(err, errWait) {
+				level = slog.LevelDebug
+			}
+			log.Log(ctx, level, "local storage: retrying", "object", key, "err", err)
+			q.AddRateLimited(key)
+		}
+		q.Done(key)
+	}
+}
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
