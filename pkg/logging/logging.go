@@ -74,6 +74,11 @@ var benign = map[string]bool{
 	"Skipping pod synchronization":                                                          true, // until the runtime's first status
 	"Image garbage collection failed once. Stats initialization may not have completed yet": true, // the kubelet retries
 	"Kube-proxy configuration may be incomplete or incorrect":                               true, // NodePorts on all addresses, as k3s
+	"Error getting the current node from lister":                                            true, // start-up order
+	// Without CAP_SYS_RESOURCE (a container, a VM like this one's): bramble
+	// warns about it once itself, with what it means (pkg/hostcheck).
+	"Failed to set rlimit on max file handles":             true,
+	"Failed to ensure process in container with oom score": true,
 	// kine answers the delete of a missing key as done, so the apiserver
 	// says this at every start, the first one included.
 	"Found stale data, removed previous endpoints on kubernetes service, apiserver didn't exit successfully previously": true,
