@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -130,8 +131,9 @@ func bundledAddons(cfg Config) (enabled, off []string, err error) {
 }
 
 // CheckDisabled refuses a --disable name that is no bundled add-on (a
-// <name>.yaml in bundled), so that a typo stops the start before anything runs.
-func CheckDisabled(bundled fs.FS, disabled []string) error {
+// <name>.yaml in bundled, or one of others: add-ons without a manifest), so
+// that a typo stops the start before anything runs.
+func CheckDisabled(bundled fs.FS, disabled []string, others ...string) error {
 	entries, err := fs.ReadDir(bundled, ".")
 	if err != nil {
 		return fmt.Errorf("bundled manifests: %w", err)
@@ -144,6 +146,11 @@ func CheckDisabled(bundled fs.FS, disabled []string) error {
 			names = append(names, name)
 		}
 	}
+	for _, name := range others {
+		known[name] = true
+		names = append(names, name)
+	}
+	slices.Sort(names)
 	for _, d := range disabled {
 		if name := strings.TrimSpace(d); name != "" && !known[name] {
 			return fmt.Errorf("--disable %s: no bundled add-on of that name (there are: %s)", name, strings.Join(names, ", "))

@@ -42,7 +42,7 @@ type ControlPlane struct {
 // CheckArgs refuses a bad --kube-*-arg: call it before anything is written
 // or runs (Prepare does not check again).
 func CheckArgs(cfg Config) error {
-	if err := deploy.CheckDisabled(manifests.FS, cfg.Disable); err != nil {
+	if err := deploy.CheckDisabled(manifests.FS, cfg.Disable, inProcessAddons...); err != nil {
 		return err
 	}
 	return (&ControlPlane{cfg: cfg, paths: NewPaths(cfg.DataDir), creds: &Credentials{}}).checkArgs()
