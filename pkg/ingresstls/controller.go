@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/bramble-pi/bramble/pkg/slim"
 )
 
 // Controller keeps Label on exactly the Secrets that Ingresses of their
@@ -60,7 +62,7 @@ func New(kubeconfig string, log *slog.Logger) (*Controller, error) {
 	c.secrets = metadatainformer.NewFilteredMetadataInformer(md, corev1.SchemeGroupVersion.WithResource("secrets"),
 		metav1.NamespaceAll, 0, byNamespace, nil).Informer()
 	for _, inf := range []cache.SharedIndexInformer{c.ingresses, c.secrets} {
-		if err := inf.SetTransform(dropManagedFields); err != nil {
+		if err := inf.SetTransform(slim.DropManagedFields); err != nil {
 			return nil, fmt.Errorf("ingress TLS controller: %w", err)
 		}
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -72,13 +74,6 @@ func New(kubeconfig string, log *slog.Logger) (*Controller, error) {
 		}
 	}
 	return c, nil
-}
-
-func dropManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
 }
 
 // enqueue queues the namespace of an Ingress or Secret that changed.

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/bramble-pi/bramble/pkg/slim"
 )
 
 // Node keeps the directories of the volumes on one node: it offers the
@@ -40,7 +42,7 @@ func NewNode(cs kubernetes.Interface, name, root string, log *slog.Logger) (*Nod
 	n.volumes = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelNode + "=" + name
 	})).Core().V1().PersistentVolumes().Informer()
-	if err := n.volumes.SetTransform(dropManagedFields); err != nil {
+	if err := n.volumes.SetTransform(slim.DropManagedFields); err != nil {
 		return nil, fmt.Errorf("local storage: %w", err)
 	}
 	if _, err := n.volumes.AddEventHandler(enqueueOnChange(n.queue, "")); err != nil {

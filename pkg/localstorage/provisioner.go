@@ -15,6 +15,8 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/bramble-pi/bramble/pkg/slim"
 )
 
 // Provisioner creates a volume for each claim of a local-path class once
@@ -39,7 +41,7 @@ func NewProvisioner(cs kubernetes.Interface, log *slog.Logger) (*Provisioner, er
 		o.LabelSelector = LabelNode
 	})).Core().V1().PersistentVolumes().Informer()
 	for _, inf := range []cache.SharedIndexInformer{p.claims, p.volumes} {
-		if err := inf.SetTransform(dropManagedFields); err != nil {
+		if err := inf.SetTransform(slim.DropManagedFields); err != nil {
 			return nil, fmt.Errorf("local storage provisioner: %w", err)
 		}
 	}

@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/bramble-pi/bramble/pkg/slim"
 )
 
 // LabelEnable on a node limits the LoadBalancer addresses to the nodes
@@ -61,7 +63,7 @@ func New(cs kubernetes.Interface, log *slog.Logger) (*Controller, error) {
 	if err := c.nodes.SetTransform(slimNode); err != nil {
 		return nil, fmt.Errorf("service load balancer: %w", err)
 	}
-	if err := c.services.SetTransform(dropManagedFields); err != nil {
+	if err := c.services.SetTransform(slim.DropManagedFields); err != nil {
 		return nil, fmt.Errorf("service load balancer: %w", err)
 	}
 	// Every change leads to one pass over all LoadBalancer Services: ports
@@ -275,11 +277,4 @@ func slimNode(obj any) (any, error) {
 	}
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Namespace: n.Namespace, UID: n.UID, ResourceVersion: n.ResourceVersion,
 		Labels: n.Labels, DeletionTimestamp: n.DeletionTimestamp}, Status: corev1.NodeStatus{Addresses: n.Status.Addresses}}, nil
-}
-
-func dropManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
 }
