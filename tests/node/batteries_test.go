@@ -55,10 +55,7 @@ func TestLocalStorageAndServiceLB(t *testing.T) {
 	testutil.RequireRoot(t)
 	s, node := startNode(t, "--disable", "coredns,traefik,plumber-api")
 	s.MustKubectl("create", "namespace", "vol")
-	testutil.WaitFor(t, time.Minute, "service account vol/default", func() bool {
-		_, err := s.Kubectl("-n", "vol", "get", "serviceaccount", "default")
-		return err == nil
-	})
+	testutil.WaitServiceAccount(t, s, "vol")
 	t.Run("local-storage", func(t *testing.T) { checkLocalStorage(t, s, node) })
 	t.Run("servicelb", func(t *testing.T) { checkServiceLB(t, s, node) })
 

@@ -41,10 +41,7 @@ func TestSingleNode(t *testing.T) {
 	// The node can be Ready before kube-controller-manager's service account
 	// controller has run (pod CIDRs no longer wait for it): a pod in a new
 	// namespace needs its default service account, as on any cluster.
-	testutil.WaitFor(t, time.Minute, "service account e2e/default", func() bool {
-		_, err := s.Kubectl("-n", "e2e", "get", "serviceaccount", "default")
-		return err == nil
-	})
+	testutil.WaitServiceAccount(t, s, "e2e")
 	s.MustKubectl("-n", "e2e", "run", "web", "--image="+busybox, "--image-pull-policy=Never", "--labels=app=web", "--port=8080",
 		"--command", "--", "sh", "-c", "mkdir -p /www && echo hello-from-bramble > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www")
 	testutil.WaitFor(t, 2*time.Minute, "pod web Running", func() bool {
@@ -156,10 +153,7 @@ func TestAppArmorRuntimeDefault(t *testing.T) {
 	if strings.Contains(s.Log.String(), "AppArmor off") {
 		t.Error("AppArmor logged as off on a host that has it")
 	}
-	testutil.WaitFor(t, time.Minute, "service account default/default", func() bool {
-		_, err := s.Kubectl("get", "serviceaccount", "default")
-		return err == nil
-	})
+	testutil.WaitServiceAccount(t, s, "default")
 	s.MustKubectl("run", "confined", "--image="+busybox, "--image-pull-policy=Never",
 		`--overrides={"spec":{"securityContext":{"appArmorProfile":{"type":"RuntimeDefault"}}}}`, "--command", "--", "sleep", "3600")
 	testutil.WaitFor(t, 2*time.Minute, "pod confined Running", func() bool {

@@ -15,18 +15,10 @@ import (
 // is there, and the pod kept its container (same ID, restartCount 0).
 func TestKillNine(t *testing.T) {
 	testutil.RequireRoot(t)
-	s := testutil.NewServer(t, "--disable", "traefik,coredns,plumber-api")
-	testutil.CleanupNode(t, s)
-	testutil.PreloadBusybox(t, s)
-	s.Start()
-	t.Logf("ready after %s", s.WaitReady(readyTimeout))
-	testutil.WaitNodeReady(t, s, readyTimeout)
+	s := testutil.StartBusyboxNode(t, readyTimeout)
 	cs := clientset(t, s)
 	ensureNamespace(t, cs, "crash")
-	testutil.WaitFor(t, time.Minute, "service account crash/default", func() bool {
-		_, err := s.Kubectl("-n", "crash", "get", "serviceaccount", "default")
-		return err == nil
-	})
+	testutil.WaitServiceAccount(t, s, "crash")
 	s.MustKubectl("-n", "crash", "run", "sleeper", "--image="+testutil.Busybox, "--image-pull-policy=Never", "--command", "--", "sleep", "1000000")
 	podReady := func() bool {
 		out, _ := s.Kubectl("-n", "crash", "get", "pod", "sleeper", "-o", "jsonpath={.status.containerStatuses[0].ready}")

@@ -33,10 +33,7 @@ func TestFullDisk(t *testing.T) {
 	// The disk fills once the controller-manager runs: its controllers
 	// create their service accounts as they start (a full disk then stops
 	// bramble, as any component's failure at start does).
-	testutil.WaitFor(t, time.Minute, "service account full/default", func() bool {
-		_, err := cs.CoreV1().ServiceAccounts("full").Get(ctx, "default", metav1.GetOptions{})
-		return err == nil
-	})
+	testutil.WaitServiceAccount(t, s, "full")
 	time.Sleep(5 * time.Second)
 	value := strings.Repeat("x", 64<<10)
 	create := func(name string) error {

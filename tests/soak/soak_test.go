@@ -19,17 +19,9 @@ var errorLine = regexp.MustCompile(`(?m)^.*level=(ERROR|error).*$`)
 
 func TestRestartCycles(t *testing.T) {
 	testutil.RequireRoot(t)
-	s := testutil.NewServer(t, "--disable", "traefik,coredns,plumber-api")
-	testutil.CleanupNode(t, s)
-	testutil.PreloadBusybox(t, s)
-	s.Start()
-	s.WaitReady(3 * time.Minute)
-	testutil.WaitNodeReady(t, s, 3*time.Minute)
+	s := testutil.StartBusyboxNode(t, 3*time.Minute)
 	s.MustKubectl("create", "namespace", "soak")
-	testutil.WaitFor(t, time.Minute, "service account soak/default", func() bool {
-		_, err := s.Kubectl("-n", "soak", "get", "serviceaccount", "default")
-		return err == nil
-	})
+	testutil.WaitServiceAccount(t, s, "soak")
 	s.MustKubectl("-n", "soak", "create", "deployment", "sleepers", "--image="+testutil.Busybox, "--replicas=3", "--", "sleep", "1000000")
 	s.MustKubectl("-n", "soak", "patch", "deployment", "sleepers", "--type=json",
 		`-p=[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"}]`)

@@ -341,6 +341,29 @@ func PreloadBusybox(t testing.TB, s *Server) {
 	}
 }
 
+// StartBusyboxNode starts a server without its add-ons, with the busybox
+// test image preloaded, and waits until it and its node are ready.
+func StartBusyboxNode(t testing.TB, timeout time.Duration) *Server {
+	t.Helper()
+	s := NewServer(t, "--disable", "traefik,coredns,plumber-api")
+	CleanupNode(t, s)
+	PreloadBusybox(t, s)
+	s.Start()
+	t.Logf("ready after %s", s.WaitReady(timeout))
+	WaitNodeReady(t, s, timeout)
+	return s
+}
+
+// WaitServiceAccount waits for the default service account of namespace
+// ns, without which no pod can be created in it.
+func WaitServiceAccount(t testing.TB, s *Server, ns string) {
+	t.Helper()
+	WaitFor(t, time.Minute, "service account "+ns+"/default", func() bool {
+		_, err := s.Kubectl("-n", ns, "get", "serviceaccount", "default")
+		return err == nil
+	})
+}
+
 // WaitNodeReady waits until the server's (first) node reports Ready.
 func WaitNodeReady(t testing.TB, s *Server, timeout time.Duration) {
 	t.Helper()
