@@ -151,6 +151,7 @@ func (a *Agent) Kube() []supervisor.Component {
 		ConfDir:     filepath.Join(a.cfg.dirs().AgentEtc(), "flannel"),
 		RunDir:      filepath.Join(a.cfg.RunDir, "flannel"),
 		CNIConfDir:  a.containerd.CNIConfDir,
+		PodIPDir:    a.cfg.dirs().PodIPs(),
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
 	comps := []supervisor.Component{kubelet, fl, proxy}

@@ -26,8 +26,9 @@ type bridgeConf struct {
 // ipamConf is the bridge's host-local section, as host-local reads it.
 type ipamConf struct {
 	IPAM struct {
-		Type   string `json:"type"`
-		Ranges [][]struct {
+		Type    string `json:"type"`
+		DataDir string `json:"dataDir"`
+		Ranges  [][]struct {
 			Subnet string `json:"subnet"`
 		} `json:"ranges"`
 		Routes []struct {
@@ -64,7 +65,7 @@ func TestWriteCNIConfig(t *testing.T) {
 			_, pod, _ := net.ParseCIDR(tt.podCIDR)
 			_, cluster, _ := net.ParseCIDR(tt.cluster)
 			path := filepath.Join(t.TempDir(), "net.d", "10-bramble.conflist")
-			if err := WriteCNIConfig(path, pod, cluster, tt.mtu); err != nil {
+			if err := WriteCNIConfig(path, "/var/lib/bramble/agent/cni/networks", pod, cluster, tt.mtu); err != nil {
 				t.Fatal(err)
 			}
 			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
@@ -99,6 +100,9 @@ func TestWriteCNIConfig(t *testing.T) {
 			if ipam.Ranges[0][0].Subnet != pod.String() {
 				t.Errorf("range %s, want the pod CIDR %s", ipam.Ranges[0][0].Subnet, pod)
 			}
+			if ipam.DataDir != "/var/lib/bramble/agent/cni/networks" {
+				t.Errorf("dataDir %q: the pod IP records belong in the data dir (a removed data dir must free its addresses)", ipam.DataDir)
+			}
 			if len(ipam.Routes) != 1 || ipam.Routes[0].Dst != cluster.String() {
 				t.Errorf("routes %+v, want one to %s", ipam.Routes, cluster)
 			}
@@ -118,7 +122,7 @@ func TestWriteCNIConfigReplaces(t *testing.T) {
 	_, cluster, _ := net.ParseCIDR("10.42.0.0/16")
 	for _, pod := range []string{"10.42.1.0/24", "10.42.7.0/24"} {
 		_, n, _ := net.ParseCIDR(pod)
-		if err := WriteCNIConfig(path, n, cluster, 1450); err != nil {
+		if err := WriteCNIConfig(path, "/d", n, cluster, 1450); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -40,6 +40,7 @@ type Config struct {
 	ConfDir     string // net-conf.json
 	RunDir      string // subnet.env
 	CNIConfDir  string // where 10-bramble.conflist goes
+	PodIPDir    string // host-local's record of handed-out pod IPs
 }
 
 // Flannel is the flannel component.
@@ -131,7 +132,7 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err := sm.HandleSubnetFile(f.subnetEnv(), config, true, bn.Lease().Subnet, bn.Lease().IPv6Subnet, bn.MTU()); err != nil {
 		return fmt.Errorf("flannel subnet file: %w", err)
 	}
-	if err := WriteCNIConfig(f.cniConfFile(), bn.Lease().Subnet.ToIPNet(), config.Network.ToIPNet(), bn.MTU()); err != nil {
+	if err := WriteCNIConfig(f.cniConfFile(), f.cfg.PodIPDir, bn.Lease().Subnet.ToIPNet(), config.Network.ToIPNet(), bn.MTU()); err != nil {
 		return err
 	}
 	f.log.Info("pod network ready", "subnet", bn.Lease().Subnet.String(), "mtu", bn.MTU(), "backend", config.BackendType)
@@ -198,8 +199,9 @@ func (f *Flannel) Exited() <-chan error { return f.runner.Exited() }
 // Stop implements supervisor.Component.
 func (f *Flannel) Stop(ctx context.Context) error { return f.runner.Stop(ctx) }
 
-// WriteCNIConfig writes the bridge + host-local + portmap chain for a node.
-func WriteCNIConfig(path string, podCIDR, clusterCIDR *net.IPNet, mtu int) error {
+// WriteCNIConfig writes the bridge + host-local + portmap chain for a node;
+// host-local keeps its address records in ipDir.
+func WriteCNIConfig(path, ipDir string, podCIDR, clusterCIDR *net.IPNet, mtu int) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "cbr0",
@@ -213,9 +215,10 @@ func WriteCNIConfig(path string, podCIDR, clusterCIDR *net.IPNet, mtu int) error
 				"forceAddress":     true,
 				"mtu":              mtu,
 				"ipam": map[string]any{
-					"type":   "host-local",
-					"ranges": [][]map[string]string{{{"subnet": podCIDR.String()}}},
-					"routes": []map[string]string{{"dst": clusterCIDR.String()}},
+					"type":    "host-local",
+					"dataDir": ipDir,
+					"ranges":  [][]map[string]string{{{"subnet": podCIDR.String()}}},
+					"routes":  []map[string]string{{"dst": clusterCIDR.String()}},
 				},
 			},
 			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},

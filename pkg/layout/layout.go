@@ -66,6 +66,12 @@ func (d Dirs) AgentEtc() string { return filepath.Join(d.Agent(), "etc") }
 // ContainerdRoot is containerd's persistent root.
 func (d Dirs) ContainerdRoot() string { return filepath.Join(d.Agent(), "containerd") }
 
+// PodIPs is where the host-local IPAM plugin records the pod IPs it handed
+// out. It lives in the data dir, not in the plugin's default
+// /var/lib/cni/networks, so that removing a data dir (a reset, a test)
+// also frees addresses whose sandboxes went with it.
+func (d Dirs) PodIPs() string { return filepath.Join(d.Agent(), "cni", "networks") }
+
 // ServerTLS is a file in the server's certificate directory.
 func (d Dirs) ServerTLS(name string) string { return filepath.Join(d.Server(), "tls", name) }
 
