@@ -171,9 +171,16 @@ RUNC_TAGS="netgo osusergo urfave_cli_no_docs"
 [ "$USE_SECCOMP" = yes ] && RUNC_TAGS="seccomp $RUNC_TAGS"
 SHIM_TAGS="urfave_cli_no_docs no_grpc osusergo netgo static_build"
 CONTAINERD_TAGS="urfave_cli_no_docs osusergo netgo static_build"
-# containerd is built from this repository: its source, the bramble packages
-# it imports (go list -deps cmd/containerd | grep bramble) and module versions.
-CONTAINERD_SRC_SHA="$(cat "$ROOT"/cmd/containerd/*.go "$ROOT"/pkg/memtrim/*.go "$ROOT"/pkg/procmaps/*.go "$ROOT/go.mod" "$ROOT/go.sum" | sha)"
+# containerd is built from this repository: its key is the source of every
+# package of this repository it imports (go list -deps) and module versions.
+containerd_src_files() {
+	(cd "$ROOT" && GOOS=linux GOARCH="$ARCH" go list -deps -tags "$(echo "$CONTAINERD_TAGS" | tr ' ' ,)" \
+		-f '{{if not .Standard}}{{range .GoFiles}}{{$.Dir}}/{{.}}{{"\n"}}{{end}}{{end}}' ./cmd/containerd) |
+		grep "^$ROOT/" | sort
+}
+CONTAINERD_FILES="$(containerd_src_files)" || die "listing containerd's packages failed"
+# shellcheck disable=SC2086 # one path per line, none with spaces
+CONTAINERD_SRC_SHA="$(cat $CONTAINERD_FILES "$ROOT/go.mod" "$ROOT/go.sum" | sha)"
 # Not urfave_cli_no_docs: crictl's completion command needs the fish generator.
 CRICTL_LDFLAGS="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 

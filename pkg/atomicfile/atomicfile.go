@@ -16,9 +16,25 @@ import (
 // the umask): into a temporary file next to it, flushed to the disk, renamed
 // over path, then the directory flushed too. The parent directory is
 // created with mode 0700 when missing. On error path is left as it was and
-// no temporary file remains.
+// no temporary file remains. When path already holds exactly data with
+// mode perm, nothing is written: a start that regenerates the same
+// credentials and configuration costs the SD card no writes.
 func Write(path string, data []byte, perm fs.FileMode) error {
+	if unchanged(path, data, perm) {
+		return nil
+	}
 	return WriteFrom(path, bytes.NewReader(data), perm)
+}
+
+// unchanged reports whether path is a regular file with mode perm and
+// contents data.
+func unchanged(path string, data []byte, perm fs.FileMode) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != perm.Perm() || fi.Size() != int64(len(data)) {
+		return false
+	}
+	old, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(old, data)
 }
 
 // WriteFrom is Write for contents read from r (a large file is streamed,

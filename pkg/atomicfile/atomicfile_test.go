@@ -21,6 +21,7 @@ func TestWrite(t *testing.T) {
 		{name: "mode despite umask", data: "x", perm: 0o666},
 		{name: "empty", before: "something", data: "", perm: 0o600},
 		{name: "creates parents", data: "deep", perm: 0o600, subdirs: "a/b"},
+		{name: "same contents, other mode", before: "same", data: "same", perm: 0o644},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +53,35 @@ func TestWrite(t *testing.T) {
 				t.Errorf("directory holds %d entries, want only the file: %v", len(entries), entries)
 			}
 		})
+	}
+}
+
+// TestWriteUnchanged: rewriting the same contents and mode leaves the file
+// alone (same inode, same modification time): no SD card write.
+func TestWriteUnchanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	if err := Write(path, []byte("kubeconfig"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte("kubeconfig"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("an identical write replaced the file (inode or mtime changed)")
+	}
+	if err := Write(path, []byte("kubeconfig 2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "kubeconfig 2" {
+		t.Errorf("a changed write was skipped: %q", b)
 	}
 }
 
