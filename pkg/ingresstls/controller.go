@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/bramble-pi/bramble/pkg/slim"
+	"github.com/bramble-pi/bramble/pkg/workloop"
 )
 
 // Controller keeps Label on exactly the Secrets that Ingresses of their
@@ -33,7 +34,7 @@ type Controller struct {
 	log       *slog.Logger
 	ingresses cache.SharedIndexInformer
 	secrets   cache.SharedIndexInformer
-	queue     workqueue.TypedRateLimitingInterface[string] // namespaces
+	queue     workloop.Queue // namespaces
 	synced    atomic.Bool
 	// notTLS remembers referenced Secrets found without tls.crt/tls.key,
 	// by namespace/name, at the resourceVersion seen: not fetched again
@@ -110,28 +111,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil // ctx ended
 	}
 	c.synced.Store(true)
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	for c.next(ctx) {
-	}
-	return nil
-}
-
-func (c *Controller) next(ctx context.Context) bool {
-	ns, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(ns)
-	if err := c.sync(ctx, ns); err != nil && ctx.Err() == nil {
+	workloop.Run(ctx, c.queue, c.sync, func(ns string, err error) {
 		c.log.Warn("ingress TLS secrets: retrying", "namespace", ns, "err", err)
-		c.queue.AddRateLimited(ns)
-		return true
-	}
-	c.queue.Forget(ns)
-	return true
+	})
+	return nil
 }
 
 // referenced are the Secrets the Ingresses of a namespace name for TLS.

@@ -15,11 +15,11 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
+
+	"github.com/bramble-pi/bramble/pkg/workloop"
 )
 
 const (
@@ -62,15 +62,9 @@ func ownedDir(root string, pv *corev1.PersistentVolume) (string, error) {
 	return p, nil
 }
 
-type queue = workqueue.TypedRateLimitingInterface[string]
-
-func newQueue() queue {
-	return workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, time.Minute))
-}
-
 // enqueueOnChange queues the key (with prefix) of every added or updated
 // object.
-func enqueueOnChange(q queue, prefix string) cache.ResourceEventHandler {
+func enqueueOnChange(q workloop.Queue, prefix string) cache.ResourceEventHandler {
 	add := func(obj any) {
 		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
 			q.Add(prefix + key)
@@ -81,25 +75,12 @@ func enqueueOnChange(q queue, prefix string) cache.ResourceEventHandler {
 
 // work runs sync on each queued key until ctx ends; a failed key is
 // retried later.
-func work(ctx context.Context, q queue, log *slog.Logger, sync func(context.Context, string) error) {
-	context.AfterFunc(ctx, q.ShutDown)
-	for {
-		key, quit := q.Get()
-		if quit {
-			return
+func work(ctx context.Context, q workloop.Queue, log *slog.Logger, sync func(context.Context, string) error) {
+	workloop.Run(ctx, q, sync, func(key string, err error) {
+		level := slog.LevelWarn
+		if errors.Is(err, errWait) {
+			level = slog.LevelDebug
 		}
-		err := sync(ctx, key)
-		switch {
-		case err == nil:
-			q.Forget(key)
-		case ctx.Err() == nil:
-			level := slog.LevelWarn
-			if errors.Is(err, errWait) {
-				level = slog.LevelDebug
-			}
-			log.Log(ctx, level, "local storage: retrying", "object", key, "err", err)
-			q.AddRateLimited(key)
-		}
-		q.Done(key)
-	}
+		log.Log(ctx, level, "local storage: retrying", "object", key, "err", err)
+	})
 }

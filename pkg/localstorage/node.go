@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/bramble-pi/bramble/pkg/slim"
+	"github.com/bramble-pi/bramble/pkg/workloop"
 )
 
 // Node keeps the directories of the volumes on one node: it offers the
@@ -32,13 +33,13 @@ type Node struct {
 	root    string
 	log     *slog.Logger
 	volumes cache.SharedIndexInformer
-	queue   queue
+	queue   workloop.Queue
 }
 
 // NewNode prepares the controller of node name, whose volumes live in root.
 func NewNode(cs kubernetes.Interface, name, root string, log *slog.Logger) (*Node, error) {
 	n := &Node{cs: cs, name: name, root: root, log: log,
-		queue: newQueue()}
+		queue: workloop.NewQueue()}
 	n.volumes = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelNode + "=" + name
 	})).Core().V1().PersistentVolumes().Informer()

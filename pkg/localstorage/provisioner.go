@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/bramble-pi/bramble/pkg/slim"
+	"github.com/bramble-pi/bramble/pkg/workloop"
 )
 
 // Provisioner creates a volume for each claim of a local-path class once
@@ -27,7 +28,7 @@ type Provisioner struct {
 	log      *slog.Logger
 	claims   cache.SharedIndexInformer
 	volumes  cache.SharedIndexInformer
-	queue    queue
+	queue    workloop.Queue
 	events   record.EventBroadcaster
 	recorder record.EventRecorder
 }
@@ -35,7 +36,7 @@ type Provisioner struct {
 // NewProvisioner watches claims and bramble's volumes through cs.
 func NewProvisioner(cs kubernetes.Interface, log *slog.Logger) (*Provisioner, error) {
 	p := &Provisioner{cs: cs, log: log,
-		queue: newQueue()}
+		queue: workloop.NewQueue()}
 	p.claims = informers.NewSharedInformerFactory(cs, 0).Core().V1().PersistentVolumeClaims().Informer()
 	p.volumes = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelNode

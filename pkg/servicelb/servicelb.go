@@ -27,9 +27,9 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/bramble-pi/bramble/pkg/slim"
+	"github.com/bramble-pi/bramble/pkg/workloop"
 )
 
 // LabelEnable on a node limits the LoadBalancer addresses to the nodes
@@ -42,7 +42,7 @@ type Controller struct {
 	log      *slog.Logger
 	services cache.SharedIndexInformer
 	nodes    cache.SharedIndexInformer
-	queue    workqueue.TypedRateLimitingInterface[string]
+	queue    workloop.Queue
 	events   record.EventBroadcaster
 	recorder record.EventRecorder
 	// blocked is the reason each pending Service was last given (one
@@ -56,7 +56,7 @@ func New(cs kubernetes.Interface, log *slog.Logger) (*Controller, error) {
 	c := &Controller{cs: cs, log: log, blocked: map[string]string{},
 		services: f.Core().V1().Services().Informer(),
 		nodes:    f.Core().V1().Nodes().Informer(),
-		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, time.Minute)),
+		queue:    workloop.NewQueue(),
 	}
 	// The cache keeps what the controller reads: a Node's labels and
 	// addresses (not its image list), no managed fields.
@@ -89,20 +89,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.services.HasSynced, c.nodes.HasSynced) {
 		return nil
 	}
-	context.AfterFunc(ctx, c.queue.ShutDown)
-	for {
-		key, quit := c.queue.Get()
-		if quit {
-			return nil
-		}
-		if err := c.sync(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("service load balancer: retrying", "err", err)
-			c.queue.AddRateLimited(key)
-		} else {
-			c.queue.Forget(key)
-		}
-		c.queue.Done(key)
-	}
+	workloop.Run(ctx, c.queue, func(ctx context.Context, _ string) error { return c.sync(ctx) }, func(_ string, err error) {
+		c.log.Warn("service load balancer: retrying", "err", err)
+	})
+	return nil
 }
 
 // NodeIPs are the addresses LoadBalancer Services get: the InternalIPs of
