@@ -2,7 +2,10 @@ package cli
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -15,7 +18,8 @@ import (
 // applyConfigFile fills every flag that was set neither on the command line nor
 // through the environment from the YAML file named by --config (keys are flag
 // names). Precedence is therefore flag > env > file > default. Unknown keys and
-// bad values are errors naming the key. The file is shared by every command:
+// bad values are errors naming the key, also where a flag or the environment
+// overrides the key. The file is shared by every command:
 // the helper commands (token, images) skip the keys of server and agent
 // flags they do not have.
 func applyConfigFile(c *cli.Context) error {
@@ -52,17 +56,44 @@ func applyConfigFile(c *cli.Context) error {
 			}
 			return errors.New(msg)
 		}
+		set := c.Set
 		if c.IsSet(key) {
-			continue // the command line or the environment wins
+			// The command line or the environment wins, but the file's
+			// value must still be one: a typo found only when the flag is
+			// dropped is a surprise.
+			set = checkOnly(c.Command.Flags, key)
 		}
-		if err := setFromFile(c, key, values[key]); err != nil {
+		if err := setFromFile(c, key, values[key], set); err != nil {
 			return fmt.Errorf("config file %s: key %q: %w", path, key, err)
 		}
 	}
 	return nil
 }
 
-func setFromFile(c *cli.Context, key string, v any) error {
+// checkOnly returns a setter that parses a value for the flag named key, as
+// the flag would, into a copy that nothing reads.
+func checkOnly(flags []cli.Flag, key string) func(string, string) error {
+	fs := flag.NewFlagSet("config-check", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, f := range flags {
+		if slices.Contains(f.Names(), key) {
+			if g, ok := f.(*cli.GenericFlag); ok {
+				// Its Value is the flag's own: check into a new one.
+				fresh := *g
+				fresh.Value = reflect.New(reflect.TypeOf(g.Value).Elem()).Interface().(cli.Generic)
+				f = &fresh
+			}
+			if err := f.Apply(fs); err != nil {
+				return func(string, string) error { return err }
+			}
+		}
+	}
+	return fs.Set
+}
+
+// setFromFile gives the flag named key the file's value v (each item of a
+// list) through set.
+func setFromFile(c *cli.Context, key string, v any, set func(name, value string) error) error {
 	items, isList := v.([]any)
 	if !isList {
 		items = []any{v}
@@ -78,7 +109,7 @@ func setFromFile(c *cli.Context, key string, v any) error {
 		if f, ok := item.(float64); ok && f == float64(int64(f)) {
 			s = fmt.Sprint(int64(f))
 		}
-		if err := c.Set(key, s); err != nil {
+		if err := set(key, s); err != nil {
 			return fmt.Errorf("invalid value %q: %w", s, err)
 		}
 	}

@@ -86,6 +86,9 @@ func TestServerConfigErrors(t *testing.T) {
 		{"config file: the config key", invocation{config: "config: /etc/other.yaml"}, `unknown key "config"`},
 		{"config file: bad number", invocation{config: "https-listen-port: abc"}, `key "https-listen-port": invalid value "abc"`},
 		{"config file: fraction for a number", invocation{config: "https-listen-port: 7443.5"}, `key "https-listen-port": invalid value "7443.5"`},
+		{"config file: bad number under a flag", invocation{args: []string{"--https-listen-port", "7443"}, config: "https-listen-port: abc"}, `key "https-listen-port": invalid value "abc"`},
+		{"config file: bad list item under the environment", invocation{env: map[string]string{"BRAMBLE_DISABLE": "traefik"}, config: "disable: [coredns, {a: b}]"}, `key "disable": want a value or a list of values`},
+		{"config file: bad duration under a flag", invocation{args: []string{"--db-snapshot-retention", "3"}, config: "db-snapshot-retention: many"}, `key "db-snapshot-retention": invalid value "many"`},
 		{"config file: list for one value", invocation{config: "cluster-domain: [a, b]"}, `key "cluster-domain": want one value, got a list of 2`},
 		{"config file: map value", invocation{config: "tls-san: {a: b}"}, `key "tls-san": want a value or a list of values`},
 		{"config file: null value", invocation{config: "node-ip:"}, `key "node-ip": want a value or a list of values`},
@@ -246,6 +249,23 @@ func TestPassThroughFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFileUnderFlagUnused: a config-file value checked under a flag or the
+// environment is not used too.
+func TestFileUnderFlagUnused(t *testing.T) {
+	for _, in := range []invocation{
+		{env: map[string]string{"BRAMBLE_DISABLE": "traefik"}, config: "disable: [coredns]"},
+		{args: []string{"--disable", "traefik"}, config: "disable: [coredns]"},
+	} {
+		c, err := serverConfigOf(t, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.Disable, []string{"traefik"}) {
+			t.Errorf("%+v: disable %q, want [traefik]", in, c.Disable)
+		}
 	}
 }
 
