@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -44,15 +45,33 @@ func OpenSQLite(path string) (*sql.DB, error) { return openSQLite(path) }
 func openSQLite(path string) (*sql.DB, error) {
 	db, err := sql.Open(sqliteDriver, path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, withErrno(err))
 	}
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec("PRAGMA busy_timeout = 10000"); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, withErrno(err))
 	}
 	return db, nil
 }
+
+// withErrno makes a SQLite error that says the disk is full match
+// syscall.ENOSPC, so that the caller can tell the user what to free: the
+// drivers keep the errno only in their message.
+func withErrno(err error) error {
+	if err == nil || errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	if msg := err.Error(); strings.Contains(msg, "no space left on device") || strings.Contains(msg, "database or disk is full") {
+		return diskFullError{err}
+	}
+	return err
+}
+
+// diskFullError is a SQLite error that is also syscall.ENOSPC.
+type diskFullError struct{ error }
+
+func (e diskFullError) Unwrap() []error { return []error{e.error, syscall.ENOSPC} }
 
 func pragmaInt(ctx context.Context, db *sql.DB, name string) (int64, error) {
 	var v int64

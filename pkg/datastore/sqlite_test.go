@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -195,5 +196,25 @@ func TestSQLiteEndpointIsDurable(t *testing.T) {
 	ep := New(Config{DBDir: "/d"}, slog.New(slog.DiscardHandler)).endpoint()
 	if !strings.Contains(ep, "_synchronous=FULL") || strings.Contains(ep, "NORMAL") || !strings.Contains(ep, "_journal_mode=WAL") {
 		t.Fatalf("endpoint %q: want WAL with _synchronous=FULL", ep)
+	}
+}
+
+func TestWithErrno(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		full bool
+	}{
+		{errors.New("disk I/O error: no space left on device"), true},
+		{errors.New("database or disk is full"), true},
+		{fmt.Errorf("write: %w", syscall.ENOSPC), true},
+		{errors.New("database disk image is malformed"), false},
+	} {
+		got := withErrno(tt.err)
+		if errors.Is(got, syscall.ENOSPC) != tt.full || got.Error() != tt.err.Error() {
+			t.Errorf("withErrno(%q) = %q, is ENOSPC %v; want %v with the same message", tt.err, got, errors.Is(got, syscall.ENOSPC), tt.full)
+		}
+	}
+	if withErrno(nil) != nil {
+		t.Error("withErrno(nil) != nil")
 	}
 }
