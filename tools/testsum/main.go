@@ -27,6 +27,17 @@ type event struct {
 	ImportPath string // build-output events
 	Test       string
 	Output     string
+	Elapsed    float64 // seconds, on pass and fail
+}
+
+// slowShown is how many of the slowest top-level tests finish lists (the
+// suite must stay within CI's time: this says where it goes).
+const slowShown = 8
+
+// timing is a finished top-level test's wall time.
+type timing struct {
+	name    string
+	seconds float64
 }
 
 func main() {
@@ -69,6 +80,7 @@ type summary struct {
 	passed, failed int
 	skipped        []string // "pkg TestName: reason"
 	failedNames    []string
+	timings        []timing // top-level tests that took a second or more
 }
 
 func newSummary(w io.Writer) *summary {
@@ -104,13 +116,23 @@ func (s *summary) handle(e event) {
 		}
 	case e.Action == "output":
 		s.output[key] = append(s.output[key], e.Output)
-	case e.Action == "pass":
-		s.passed++
-		delete(s.output, key)
 	case e.Action == "skip":
 		s.skipped = append(s.skipped, e.Package+" "+e.Test+": "+skipReason(s.output[key]))
 		delete(s.output, key)
-	case e.Action == "fail":
+	case (e.Action == "pass" || e.Action == "fail") && !strings.Contains(e.Test, "/") && e.Elapsed >= 1:
+		s.timings = append(s.timings, timing{e.Package + " " + e.Test, e.Elapsed})
+		fallthrough
+	case e.Action == "pass" || e.Action == "fail":
+		s.result(e, key)
+	}
+}
+
+func (s *summary) result(e event, key string) {
+	switch e.Action {
+	case "pass":
+		s.passed++
+		delete(s.output, key)
+	case "fail":
 		s.failed++
 		s.failedNames = append(s.failedNames, e.Package+" "+e.Test)
 		fmt.Fprint(s.w, strings.Join(s.output[key], ""))
@@ -140,8 +162,13 @@ func skipReason(lines []string) string {
 	return msg[len(msg)-1]
 }
 
-// finish prints the counts, the skips and the failed tests.
+// finish prints the slowest tests, the skips, the failed tests and the
+// counts.
 func (s *summary) finish() {
+	slices.SortFunc(s.timings, func(a, b timing) int { return int(b.seconds*1000) - int(a.seconds*1000) })
+	for _, t := range s.timings[:min(slowShown, len(s.timings))] {
+		fmt.Fprintf(s.w, "SLOW %6.1fs %s\n", t.seconds, t.name)
+	}
 	slices.Sort(s.skipped)
 	for _, sk := range s.skipped {
 		fmt.Fprintf(s.w, "SKIP %s\n", sk)
