@@ -3,6 +3,7 @@ module github.com/bramble-pi/bramble
 go 1.26.6
 
 require (
+	github.com/cloudnativelabs/kube-router/v2 v2.10.0
 	github.com/containerd/containerd/api v1.12.0
 	github.com/containerd/containerd/v2 v2.4.2
 	github.com/containerd/errdefs v1.0.0
@@ -29,6 +30,16 @@ require (
 	k8s.io/kubectl v0.0.0
 	k8s.io/kubernetes v1.37.1
 	sigs.k8s.io/yaml v1.6.0
+)
+
+require (
+	github.com/goccy/go-yaml v1.19.2 // indirect
+	github.com/hashicorp/go-version v1.9.0 // indirect
+	github.com/mdlayher/genetlink v1.3.2 // indirect
+	github.com/stretchr/objx v0.5.3 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
+	golang.zx2c4.com/wireguard v0.0.0-20231211153847-12269c276173 // indirect
+	golang.zx2c4.com/wireguard/wgctrl v0.0.0-20230429144221-925a1e7659e6 // indirect
 )
 
 require (
@@ -226,7 +237,7 @@ require (
 	github.com/tinylib/msgp v1.6.4 // indirect
 	github.com/tmc/grpc-websocket-proxy v0.0.0-20220101234140-673ab2c3ae75 // indirect
 	github.com/urfave/cli/v3 v3.11.0 // indirect
-	github.com/vishvananda/netlink v1.3.1 // indirect
+	github.com/vishvananda/netlink v1.3.2-0.20260505210927-99e979749d3e
 	github.com/vishvananda/netns v0.0.5 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/xiang90/probing v0.0.0-20221125231312-a49e3df8f510 // indirect
@@ -345,3 +356,8 @@ replace (
 	k8s.io/pod-security-admission => k8s.io/pod-security-admission v0.37.1
 	k8s.io/streaming => k8s.io/streaming v0.37.1
 )
+
+// kube-router v2.10.0 asks for a netlink pseudo-version that the module proxy
+// refuses (403); its network-policy controller builds with v1.3.1. (v2.11.x
+// is refused too, and v2.1.0 has known flaws.)
+replace github.com/vishvananda/netlink v1.3.2-0.20260505210927-99e979749d3e => github.com/vishvananda/netlink v1.3.1

@@ -17,6 +17,12 @@
 # must know. A data dir that is a system directory (/, /var, /usr, /etc,
 # /home, /root, /boot, /var/lib, a home directory, ...) is refused.
 #
+# The host needs the iptables and ipset commands (Debian: apt-get install
+# iptables ipset; NetworkPolicies are enforced with them, a node refuses to
+# start without them unless the server runs with --disable-network-policy):
+# install.sh does not install packages, it shows `bramble check-config`'s
+# report of anything missing, with the fix.
+#
 # What it does: detects the architecture (amd64, arm64, armhf) and the init
 # system; downloads sha256sum-<arch>.txt, bramble-<arch> and the image tarball
 # bramble-airgap-images-<arch>.tar.zst (the images of CoreDNS, Traefik and the

@@ -6,10 +6,12 @@
 #     mentions the data dir or the run dir, with all their container processes;
 #   - mounts under the data dir, the run dir, <kubelet-dir>/pods and
 #     /run/netns/cni-* (deepest first, lazily when busy);
-#   - the cni0 and flannel.1 interfaces and the pod network namespaces (cni-*);
+#   - the cni0, flannel.1 and flannel-wg interfaces and the pod network
+#     namespaces (cni-*);
 #   - iptables/ip6tables chains and rules named KUBE-*, FLANNEL-*, CNI-* in
 #     every table, for the legacy and the nft backend; the nftables
-#     kube-proxy tables;
+#     kube-proxy tables; the network-policy ipsets (KUBE-SRC-*, KUBE-DST-*,
+#     kube-router-local-pods, and their inet6: versions);
 #   - the run dir itself. The data dir (images, certificates, datastore) is kept.
 #
 # Usage: bramble-killall.sh [--data-dir DIR] [--run-dir DIR] [--kubelet-dir DIR] [-q] [--check]
@@ -34,7 +36,7 @@ die() {
 	printf 'killall: error: %s\n' "$*" >&2
 	exit 1
 }
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -277,7 +279,7 @@ unmount_all() {
 
 delete_links() {
 	command -v ip >/dev/null 2>&1 || return 0
-	for l in cni0 flannel.1 flannel-v6.1; do
+	for l in cni0 flannel.1 flannel-v6.1 flannel-wg flannel-wg-v6; do
 		if ip link show "$l" >/dev/null 2>&1; then
 			log "deleting interface $l"
 			ip link delete "$l" || warn "cannot delete interface $l"
@@ -332,6 +334,16 @@ clean_firewall() {
 	fi
 }
 
+# clean_ipsets: destroy the network-policy controller's ipsets (after the
+# iptables rules that use them are gone).
+clean_ipsets() {
+	command -v ipset >/dev/null 2>&1 || return 0
+	for set in $(ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-(SRC|DST)-|kube-router-local-pods$)'); do
+		log "destroying ipset $set"
+		ipset destroy "$set" 2>/dev/null || warn "cannot destroy ipset $set"
+	done
+}
+
 # ------------------------------------------------------------ main
 
 kill_processes
@@ -339,6 +351,7 @@ unmount_all
 delete_pod_netns
 delete_links
 clean_firewall
+clean_ipsets
 if [ -d "$RUN_DIR" ]; then
 	if [ -n "$(mounts_under "$RUN_DIR")" ]; then
 		warn "not removing $RUN_DIR: something is still mounted below it"

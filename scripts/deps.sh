@@ -4,8 +4,8 @@
 set -eu
 need=""
 # For tests/shellcheck and tests/install (scripts/testroot.sh): shellcheck,
-# debootstrap, zstd.
-for pkg in gcc libc6-dev iproute2 iptables shellcheck debootstrap zstd "$@"; do
+# debootstrap, zstd. ipset: every node's network-policy controller runs it.
+for pkg in gcc libc6-dev iproute2 iptables ipset shellcheck debootstrap zstd "$@"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

@@ -15,6 +15,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/localstorage"
+	"github.com/bramble-pi/bramble/pkg/netpol"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
@@ -44,9 +45,12 @@ type Config struct {
 	ResolvConf          string
 	ProxyMode           string // iptables or nftables
 	FlannelBackend      string
-	KubeletArgs         []string // extra kubelet flags, name=value (--kubelet-arg)
-	ProxyArgs           []string // extra kube-proxy flags (--kube-proxy-arg)
-	ContainerdArgs      []string // extra containerd flags (--containerd-arg)
+	// NetworkPolicy enforces NetworkPolicies on the node (pkg/netpol);
+	// false removes what an earlier run with it left.
+	NetworkPolicy  bool
+	KubeletArgs    []string // extra kubelet flags, name=value (--kubelet-arg)
+	ProxyArgs      []string // extra kube-proxy flags (--kube-proxy-arg)
+	ContainerdArgs []string // extra containerd flags (--containerd-arg)
 	// ShippedImages are image archives that came with the binary (the
 	// air-gap tarball beside it), imported like <data-dir>/agent/images.
 	ShippedImages []string
@@ -100,11 +104,21 @@ func New(cfg Config, log *slog.Logger) *Agent {
 }
 
 // CheckArgs refuses the user's pass-through flags (--kube-proxy-arg,
-// --containerd-arg) that the components would refuse, so a typo stops
-// bramble at start with the flag and the component named, not minutes later.
+// --containerd-arg) that the components would refuse, and settings this
+// host cannot run (a flannel backend its kernel lacks, network policies
+// without the ipset command), so bramble stops at start with the reason
+// named, not minutes later.
 func (c Config) CheckArgs() error {
 	if err := containerd.CheckArgs(c.ContainerdArgs); err != nil {
 		return err
+	}
+	if err := flannel.CheckBackend(c.FlannelBackend); err != nil {
+		return err
+	}
+	if c.NetworkPolicy {
+		if err := netpol.CheckHost(); err != nil {
+			return err
+		}
 	}
 	_, _, err := c.proxyFlags()
 	return err
@@ -154,11 +168,25 @@ func (a *Agent) Kube() []supervisor.Component {
 		PodIPDir:    a.cfg.dirs().PodIPs(),
 	}, a.log.With("component", "flannel"))
 	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
-	comps := []supervisor.Component{kubelet, fl, proxy}
+	comps := []supervisor.Component{kubelet, fl, proxy, a.networkPolicy()}
 	if a.cfg.LocalStoragePath != "" {
 		comps = append(comps, a.localStorage())
 	}
 	return comps
+}
+
+// networkPolicy enforces NetworkPolicies with the node's flannel identity
+// (its ClusterRole reads pods, namespaces and NetworkPolicies); off, it
+// removes the rules an earlier run left and idles.
+func (a *Agent) networkPolicy() supervisor.Component {
+	if a.cfg.NetworkPolicy {
+		return netpol.New(netpol.Config{NodeName: a.cfg.NodeName, Kubeconfig: a.cfg.Creds.FlannelKubeconfig,
+			ServiceCIDR: a.cfg.ServiceCIDR, NodePortRange: "30000-32767"}, a.log.With("component", "network-policy"))
+	}
+	return &supervisor.InProcess{ComponentName: "network-policy (off)", Setup: func(context.Context) (func(context.Context) error, error) {
+		netpol.Cleanup()
+		return func(ctx context.Context) error { <-ctx.Done(); return nil }, nil
+	}}
 }
 
 // localStorage creates and removes the directories of the node's

@@ -73,7 +73,7 @@ func runAgent(c *cli.Context) error {
 	}
 	defer release()
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
-	if err := process.Setup(process.Settings{NodeName: nodeName, KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
+	if err := process.Setup(process.Settings{NodeName: nodeName, KubeletArgs: passedArgs(c, "kubelet-arg"), WireGuardKeyFile: wireGuardKeyFile}, log); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -125,7 +125,7 @@ func runAgent(c *cli.Context) error {
 
 // clusterOf parses the settings a server sent.
 func clusterOf(cc join.ClusterConfig) (cluster, error) {
-	cl := cluster{domain: cc.ClusterDomain, flannelBackend: cc.FlannelBackend}
+	cl := cluster{domain: cc.ClusterDomain, flannelBackend: cc.FlannelBackend, networkPolicy: !cc.DisableNetworkPolicy}
 	var err error
 	if _, cl.clusterCIDR, err = net.ParseCIDR(cc.ClusterCIDR); err != nil {
 		return cl, fmt.Errorf("cluster CIDR: %w", err)

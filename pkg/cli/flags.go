@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/bramble-pi/bramble/pkg/flannel"
 	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/pki"
 )
@@ -142,7 +143,8 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", Usage: "file mode of the admin kubeconfig", EnvVars: env("write-kubeconfig-mode", "BRAMBLE_KUBECONFIG_MODE")},
 		boolean("disable-agent", "run the control plane only, no node"),
 		str("agent-token", "", "secret that joins agents only (default: agents use the server token)"),
-		str("flannel-backend", "vxlan", "flannel backend"),
+		str("flannel-backend", flannel.VXLAN, "pod network between nodes: "+flannel.VXLAN+", or "+flannel.WireGuardNative+" (encrypted; needs WireGuard in every node's kernel)"),
+		boolean("disable-network-policy", "do not enforce NetworkPolicies (every node's in-process controller; on by default)"),
 		list("disable", "bundled add-on to leave out (and remove): coredns, traefik, plumber-api, local-storage, servicelb (repeatable or comma-separated)"),
 		passThrough("kube-apiserver-arg", "extra kube-apiserver flag, e.g. service-node-port-range=20000-32767"),
 		passThrough("kube-scheduler-arg", "extra kube-scheduler flag"),

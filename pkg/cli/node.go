@@ -29,6 +29,10 @@ import (
 // RunDir holds sockets and state that must not outlive a reboot.
 const RunDir = layout.RunDir
 
+// wireGuardKeyFile is the node's WireGuard private key (--flannel-backend=
+// wireguard-native): made at each boot, published in the node's annotations.
+const wireGuardKeyFile = RunDir + "/flannel/wgkey"
+
 // nodeFlags are shared by `server` and `agent`.
 func nodeFlags() []cli.Flag {
 	return []cli.Flag{
@@ -68,6 +72,7 @@ type cluster struct {
 	clusterCIDR, serviceCIDR *net.IPNet
 	dns                      net.IP
 	domain, flannelBackend   string
+	networkPolicy            bool
 }
 
 // nodeConfig builds the node's configuration from flags and host facts.
@@ -102,6 +107,7 @@ func nodeConfig(c *cli.Context, facts hostcheck.Facts, nodeName string, nodeIP n
 		ResolvConf:          agent.ResolvConf(),
 		ProxyMode:           "iptables",
 		FlannelBackend:      cl.flannelBackend,
+		NetworkPolicy:       cl.networkPolicy,
 		Debug:               c.Bool("debug"),
 		Profiling:           c.String("debug-pprof") != "",
 		LocalStoragePath:    localStoragePath(c, dataDir),
@@ -157,7 +163,7 @@ func serverNode(c *cli.Context, log *slog.Logger, facts hostcheck.Facts, sc serv
 	if sc.BindAddress.IsLoopback() {
 		log.Warn("--bind-address is a loopback address: pods cannot reach the apiserver through the kubernetes Service", "bind-address", sc.BindAddress)
 	}
-	cl := cluster{clusterCIDR: sc.ClusterCIDR, serviceCIDR: sc.ServiceCIDR, dns: sc.ClusterDNS, domain: sc.ClusterDomain, flannelBackend: sc.FlannelBackend}
+	cl := cluster{clusterCIDR: sc.ClusterCIDR, serviceCIDR: sc.ServiceCIDR, dns: sc.ClusterDNS, domain: sc.ClusterDomain, flannelBackend: sc.FlannelBackend, networkPolicy: sc.NetworkPolicy}
 	nodeIP := sc.AdvertiseAddress
 	if c.String("node-ip") != "" {
 		var err error

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bramble-pi/bramble/pkg/containerd"
+	"github.com/bramble-pi/bramble/pkg/flannel"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
 	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/pause"
@@ -61,7 +62,7 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
-	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg")}, log); err != nil {
+	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg"), WireGuardKeyFile: wireGuardKeyFile}, log); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -120,6 +121,7 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		Token:               c.String("token"),
 		AgentToken:          c.String("agent-token"),
 		FlannelBackend:      c.String("flannel-backend"),
+		NetworkPolicy:       !c.Bool("disable-network-policy"),
 		DatastoreEndpoint:   c.String("datastore-endpoint"),
 		KubeconfigPath:      c.String("write-kubeconfig"),
 		Disable:             splitList(c.StringSlice("disable")),
@@ -142,6 +144,9 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		return cfg, fmt.Errorf("--node-cert-validity: %s is not between 2m and 87600h (10 years)", cfg.NodeCertLifetime)
 	}
 	if err := cfg.Snapshots.Check(); err != nil {
+		return cfg, err
+	}
+	if err := flannel.CheckName(cfg.FlannelBackend); err != nil {
 		return cfg, err
 	}
 	if cfg.HTTPSPort <= 0 || cfg.HTTPSPort > 65535 {

@@ -65,6 +65,8 @@ func TestServerConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"port out of range", invocation{args: []string{"--https-listen-port", "70000"}}, "--https-listen-port: 70000 is not a port"},
+		{"unknown flannel backend", invocation{args: []string{"--flannel-backend=foo"}}, `--flannel-backend: "foo" is not a backend; use one of vxlan, wireguard-native`},
+		{"unknown flannel backend in the config file", invocation{config: "flannel-backend: wireguard"}, `--flannel-backend: "wireguard" is not a backend`},
 		{"port not a number", invocation{args: []string{"--https-listen-port", "abc"}}, `invalid value "abc" for flag -https-listen-port`},
 		{"bind address", invocation{args: []string{"--bind-address", "nope"}}, `--bind-address: "nope" is not an IP address`},
 		{"advertise address", invocation{args: []string{"--advertise-address", "pi1"}}, `--advertise-address: "pi1" is not an IP address`},
@@ -166,6 +168,16 @@ func TestServerConfig(t *testing.T) {
 		{"flag beats environment and config file", invocation{args: []string{"--https-listen-port", "9443"}, config: "https-listen-port: 7443", env: map[string]string{"BRAMBLE_HTTPS_LISTEN_PORT": "8443"}}, func(t *testing.T, c server.Config) {
 			if c.HTTPSPort != 9443 {
 				t.Errorf("port %d, want the flag's 9443", c.HTTPSPort)
+			}
+		}},
+		{"network policy on by default", invocation{}, func(t *testing.T, c server.Config) {
+			if !c.NetworkPolicy || c.FlannelBackend != "vxlan" {
+				t.Errorf("network policy %v, flannel backend %q", c.NetworkPolicy, c.FlannelBackend)
+			}
+		}},
+		{"network policy off, WireGuard from the environment and the config file", invocation{config: "disable-network-policy: true", env: map[string]string{"BRAMBLE_FLANNEL_BACKEND": "wireguard-native"}}, func(t *testing.T, c server.Config) {
+			if c.NetworkPolicy || c.FlannelBackend != "wireguard-native" {
+				t.Errorf("network policy %v, flannel backend %q", c.NetworkPolicy, c.FlannelBackend)
 			}
 		}},
 		{"aliases in the environment", invocation{env: map[string]string{"BRAMBLE_KUBECONFIG_MODE": "0644", "BRAMBLE_KUBECONFIG_OUTPUT": "/tmp/k.yaml"}}, func(t *testing.T, c server.Config) {

@@ -1,6 +1,7 @@
-// Package flannel runs flannel in-process (vxlan backend, kube subnet manager)
-// and, once it holds its lease, writes the node's CNI configuration: a cni0
-// bridge with host-local addresses from the node's pod CIDR and flannel's MTU.
+// Package flannel runs flannel in-process (vxlan or WireGuard backend, kube
+// subnet manager) and, once it holds its lease, writes the node's CNI
+// configuration: a cni0 bridge with host-local addresses from the node's pod
+// CIDR and flannel's MTU.
 package flannel
 
 import (
@@ -18,7 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/flannel-io/flannel/pkg/backend"
-	_ "github.com/flannel-io/flannel/pkg/backend/vxlan" // registers the vxlan backend
+	_ "github.com/flannel-io/flannel/pkg/backend/vxlan"     // registers the vxlan backend
+	_ "github.com/flannel-io/flannel/pkg/backend/wireguard" // registers the wireguard backend
 	"github.com/flannel-io/flannel/pkg/ip"
 	"github.com/flannel-io/flannel/pkg/ipmatch"
 	"github.com/flannel-io/flannel/pkg/subnet"
@@ -36,7 +38,7 @@ type Config struct {
 	NodeIP      net.IP
 	Kubeconfig  string
 	ClusterCIDR *net.IPNet
-	Backend     string // vxlan
+	Backend     string // one of Backends
 	ConfDir     string // net-conf.json
 	RunDir      string // subnet.env
 	CNIConfDir  string // where 10-bramble.conflist goes
@@ -64,7 +66,7 @@ func (f *Flannel) Init(context.Context) error {
 	conf := map[string]any{
 		"Network":    f.cfg.ClusterCIDR.String(),
 		"EnableIPv4": true,
-		"Backend":    map[string]string{"Type": f.cfg.Backend},
+		"Backend":    map[string]string{"Type": flannelType[f.cfg.Backend]},
 	}
 	data, _ := json.Marshal(conf)
 	return pki.WriteFile(f.netConf(), data, 0o600)
@@ -107,6 +109,10 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("flannel: no interface with node IP %s: %w", f.cfg.NodeIP, err)
 	}
+	// The WireGuard backend writes the node's key here (pkg/process).
+	if err := os.MkdirAll(f.cfg.RunDir, 0o700); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	be, err := backend.NewManager(ctx, sm, ext).GetBackend(config.BackendType)
@@ -126,9 +132,6 @@ func (f *Flannel) run(ctx context.Context) error {
 		return fmt.Errorf("flannel masquerade rules: %w", err)
 	}
 	tm.SetupAndEnsureForwardRules(ctx, config.Network, config.IPv6Network, resync)
-	if err := os.MkdirAll(f.cfg.RunDir, 0o700); err != nil {
-		return err
-	}
 	if err := sm.HandleSubnetFile(f.subnetEnv(), config, true, bn.Lease().Subnet, bn.Lease().IPv6Subnet, bn.MTU()); err != nil {
 		return fmt.Errorf("flannel subnet file: %w", err)
 	}

@@ -90,6 +90,8 @@ type Iptables struct {
 	IptablesNft    string `json:"iptablesNft,omitempty"`
 	IP6tables      string `json:"ip6tables,omitempty"`
 	Nft            string `json:"nft,omitempty"`
+	// Ipset is the ipset command the network-policy controller runs.
+	Ipset string `json:"ipset,omitempty"`
 	// Mode is the backend the plain `iptables` command uses: "nft" or
 	// "legacy", read from where its symlinks lead (Debian alternatives);
 	// "" when there is no iptables or it cannot be told.
@@ -633,6 +635,7 @@ func detectIptables(src Source) Iptables {
 		IptablesNft:    lookBin(src, "iptables-nft"),
 		IP6tables:      lookBin(src, "ip6tables"),
 		Nft:            lookBin(src, "nft"),
+		Ipset:          lookBin(src, "ipset"),
 	}
 	if ipt.Iptables != "" {
 		if final, err := resolve(src, strings.TrimPrefix(ipt.Iptables, "/")); err == nil {

@@ -155,6 +155,12 @@ func (f Facts) Report() []Check {
 	default:
 		add("iptables", Missing, "no iptables command: kube-proxy (iptables mode) needs it", "apt-get install iptables")
 	}
+	if ipt.Ipset != "" {
+		add("ipset", OK, ipt.Ipset, "")
+	} else {
+		add("ipset", Missing, "no ipset command: NetworkPolicies are enforced with ipsets; a node refuses to start without it unless the server runs with --disable-network-policy",
+			"apt-get install ipset")
+	}
 	if ipt.Nft != "" {
 		add("nftables", OK, ipt.Nft, "")
 	} else {

@@ -33,6 +33,9 @@ type ClusterConfig struct {
 	ClusterDNS     string `json:"clusterDNS"`
 	ClusterDomain  string `json:"clusterDomain"`
 	FlannelBackend string `json:"flannelBackend"`
+	// DisableNetworkPolicy: the nodes do not enforce NetworkPolicies
+	// (omitted, and so enforced, by default).
+	DisableNetworkPolicy bool `json:"disableNetworkPolicy,omitempty"`
 }
 
 // NodeRequest asks for a node's credentials.

@@ -16,6 +16,8 @@
 //     rest.Config, which wins over the default.
 //   - NODE_NAME: flannel's kube subnet manager reads the node's name from
 //     the environment; one process runs one node.
+//   - WIREGUARD_KEY_FILE: where flannel's WireGuard backend keeps the
+//     node's private key (it reads the path from the environment).
 //   - The Go garbage collector (GOGC, the soft memory limit): runtime.go.
 package process
 
@@ -39,6 +41,9 @@ type Settings struct {
 	// KubeletArgs are the user's --kubelet-arg values (name=value); only
 	// feature-gates=... is process-wide.
 	KubeletArgs []string
+	// WireGuardKeyFile is the node's WireGuard private key (flannel's
+	// wireguard-native backend makes it, 0400).
+	WireGuardKeyFile string
 }
 
 // Setup applies the settings. Call it once, before starting components.
@@ -63,6 +68,11 @@ func Setup(s Settings, log *slog.Logger) error {
 	if s.NodeName != "" {
 		if err := os.Setenv("NODE_NAME", s.NodeName); err != nil {
 			return fmt.Errorf("set NODE_NAME: %w", err)
+		}
+	}
+	if s.WireGuardKeyFile != "" {
+		if err := os.Setenv("WIREGUARD_KEY_FILE", s.WireGuardKeyFile); err != nil {
+			return fmt.Errorf("set WIREGUARD_KEY_FILE: %w", err)
 		}
 	}
 	return nil

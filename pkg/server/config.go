@@ -27,6 +27,7 @@ type Config struct {
 	Token             string
 	AgentToken        string // optional: joins agents only
 	FlannelBackend    string
+	NetworkPolicy     bool // every node enforces NetworkPolicies (sent to agents at join)
 	DatastoreEndpoint string
 	KubeconfigPath    string
 	KubeconfigMode    os.FileMode

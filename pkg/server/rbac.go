@@ -66,9 +66,15 @@ func bootstrapRBAC(ctx context.Context, adminKubeconfig string) error {
 	if err != nil {
 		return err
 	}
+	// Each node's flannel identity is also its network-policy controller's
+	// (pkg/netpol): it reads the pods, namespaces and NetworkPolicies that
+	// the rules are made of. The Node authorizer lets a kubelet list only
+	// its own pods.
 	flannel := access{name: nodecreds.FlannelGroup, group: nodecreds.FlannelGroup, rules: []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "watch"}},
 	}, policy: flannelOwnNode, resources: []string{"nodes", "nodes/status"}, validations: flannelRules()}
 	if err := flannel.apply(ctx, cs); err != nil {
 		return err

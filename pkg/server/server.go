@@ -92,6 +92,7 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
+		DisableNetworkPolicy: !cfg.NetworkPolicy,
 	}
 	cp.join, err = join.NewServer(join.ServerOptions{
 		CABundle: creds.CABundle, ClientCA: creds.clientCA.CertPEM, Cluster: clusterCfg,

@@ -3,7 +3,8 @@ package cluster_test
 // TestCluster builds one three-node bramble (server pi1, agents pi2 and pi3)
 // on this machine with the cluster harness and runs every multi-node check
 // on it: readiness, spreading, the ingress on every node, pod-to-pod over
-// vxlan, an image imported on the server pulled by the agents through the
+// vxlan, NetworkPolicies enforced across nodes, the WireGuard backend
+// refused on a kernel without it, an image imported on the server pulled by the agents through the
 // server's registry, refused joins, an agent stopped and started again, and
 // a server restart under running agents. At the end the cluster is removed and the
 // test asserts nothing of it is left.
@@ -127,6 +128,7 @@ func TestCluster(t *testing.T) {
 	}{
 		{"PlumberSpread", e.plumberSpread},
 		{"PodToPodAcrossNodes", e.podToPod},
+		{"NetworkPolicy", e.networkPolicy},
 		{"LocalStorageOnAgent", e.localStorageOnAgent},
 		{"LoadBalancerOnEveryNode", e.loadBalancerOnEveryNode},
 		{"ImagesImportReachesAgents", e.imagesImport},
@@ -140,6 +142,7 @@ func TestCluster(t *testing.T) {
 		{"FlannelOwnNodeOnly", e.flannelOwnNodeOnly},
 		{"NameKeptAfterDeleteNode", e.nameKeptAfterDeleteNode},
 		{"NodeCertificatesRenewed", e.nodeCertificatesRenewed},
+		{"WireGuardNeedsKernel", e.wireGuardNeedsKernel},
 	} {
 		t.Run(check.name, func(t *testing.T) {
 			if *nodeCount < 3 {
@@ -373,22 +376,29 @@ func (e *env) refusedJoin(t *testing.T, spare *cluster.Node, token, nodeName, da
 	server := e.node("pi1")
 	args := []string{"agent", "--server", fmt.Sprintf("https://%s:%d", server.IP(), cluster.APIPort),
 		"--data-dir", dataDir, "--node-name", nodeName, "--node-ip", spare.IP(), "--kubelet-arg=cgroup-root=" + spare.Cgroup}
-	before, _ := os.ReadFile(spare.LogFile())
-	r, err := e.c.Start(spare, args, []string{"BRAMBLE_TOKEN=" + token})
+	return e.refusedStart(t, spare, args, []string{"BRAMBLE_TOKEN=" + token}, "agent with a bad join (node "+nodeName+")")
+}
+
+// refusedStart starts bramble on n with args and env, expects it to exit
+// non-zero within a minute, and returns what it logged.
+func (e *env) refusedStart(t *testing.T, n *cluster.Node, args, env []string, what string) string {
+	t.Helper()
+	before, _ := os.ReadFile(n.LogFile())
+	r, err := e.c.Start(n, args, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-r.Done():
 	case <-time.After(time.Minute):
-		_, _ = e.c.Stop(spare, 10*time.Second)
+		_, _ = e.c.Stop(n, 10*time.Second)
 		<-r.Done()
-		t.Fatalf("agent with a bad join (node %s) still runs after a minute", nodeName)
+		t.Fatalf("%s still runs after a minute", what)
 	}
-	all, _ := os.ReadFile(spare.LogFile())
+	all, _ := os.ReadFile(n.LogFile())
 	out := string(all[len(before):])
 	if r.ExitCode() == 0 {
-		t.Errorf("refused agent exited 0:\n%s", out)
+		t.Errorf("%s exited 0:\n%s", what, out)
 	}
 	return out
 }

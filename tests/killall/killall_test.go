@@ -210,6 +210,17 @@ func TestKillall(t *testing.T) {
 		mustNS("iptables-legacy", "-t", "nat", "-A", "OUTPUT", "-j", "KUBE-LEGACY-TEST")
 		mustNS("iptables-legacy", "-t", "mangle", "-N", "KUBE-IPTABLES-HINT")
 	}
+	// The network-policy controller's ipsets, one used by a rule (the rule
+	// must go first), and one of someone else's.
+	haveIpset := false
+	if _, err := exec.LookPath("ipset"); err == nil {
+		haveIpset = true
+		for _, set := range []string{"KUBE-SRC-TEST", "KUBE-DST-TEST", "kube-router-local-pods", "keep-me-set"} {
+			mustNS("ipset", "create", set, "hash:ip")
+		}
+		mustNS("ipset", "create", "inet6:KUBE-DST-TEST6", "hash:ip", "family", "inet6")
+		mustNS("iptables", "-A", "KUBE-TEST", "-m", "set", "--match-set", "KUBE-SRC-TEST", "src", "-j", "ACCEPT")
+	}
 	haveIP6 := false
 	if _, err := exec.LookPath("ip6tables"); err == nil {
 		haveIP6 = true
@@ -300,6 +311,16 @@ if [ -e %[3]s ]; then echo "RUN DIR LEFT"; exit 1; fi
 		}
 		if d[0] == "iptables-save" && (!strings.Contains(out, ":KEEP-ME") || !strings.Contains(out, "-A FORWARD -s 192.0.2.1/32 -j KEEP-ME")) {
 			t.Errorf("unrelated chain KEEP-ME or its rule was removed:\n%s", out)
+		}
+	}
+
+	if haveIpset {
+		out, err := inNS("ipset", "list", "-n")
+		if err != nil {
+			t.Fatalf("ipset list: %v\n%s", err, out)
+		}
+		if got := strings.Fields(out); len(got) != 1 || got[0] != "keep-me-set" {
+			t.Errorf("ipsets after killall: %q, want only keep-me-set", got)
 		}
 	}
 
