@@ -17,11 +17,13 @@
 # must know. A data dir that is a system directory (/, /var, /usr, /etc,
 # /home, /root, /boot, /var/lib, a home directory, ...) is refused.
 #
-# The host needs the iptables and ipset commands (Debian: apt-get install
-# iptables ipset; NetworkPolicies are enforced with them, a node refuses to
-# start without them unless the server runs with --disable-network-policy):
-# install.sh does not install packages, it shows `bramble check-config`'s
-# report of anything missing, with the fix.
+# The host needs the iptables and ipset commands (NetworkPolicies are
+# enforced with them, a node refuses to start without them unless the server
+# runs with --disable-network-policy; Raspberry Pi OS Lite lacks ipset): an
+# online install with apt-get installs the Debian packages iptables and
+# ipset when their commands are missing (INSTALL_BRAMBLE_SKIP_PACKAGES=true:
+# never); an air-gapped one installs nothing. Either way install.sh shows
+# `bramble check-config`'s report of anything missing, with the fix.
 #
 # What it does: detects the architecture (amd64, arm64, armhf) and the init
 # system; downloads sha256sum-<arch>.txt, bramble-<arch> and the image tarball
@@ -61,6 +63,8 @@
 #   INSTALL_BRAMBLE_BIN_DIR          where bramble and the symlinks go (default /usr/local/bin)
 #   INSTALL_BRAMBLE_SYMLINK          force: replace kubectl/crictl/ctr even when they are not
 #                                    ours; skip: make none (default: only where no such command is)
+#   INSTALL_BRAMBLE_SKIP_PACKAGES    true: do not apt-get install iptables and ipset when missing
+#                                    (https downloads only; installs from a directory never do)
 #   INSTALL_BRAMBLE_SKIP_ENABLE      true: write the service but neither enable nor start it
 #   INSTALL_BRAMBLE_SKIP_START       true: enable the service but do not start it
 #   INSTALL_BRAMBLE_FIX_CGROUPS      true: on a Raspberry Pi whose kernel command line switches
@@ -750,6 +754,38 @@ start_service() {
 
 # ---------------------------------------------------------------- host check
 
+# install_packages installs, with apt-get, the Debian packages whose commands
+# a node runs and this host lacks (online installs only).
+install_packages() {
+	if is_true "${INSTALL_BRAMBLE_SKIP_DOWNLOAD:-}" || is_true "${INSTALL_BRAMBLE_SKIP_PACKAGES:-}"; then
+		return 0
+	fi
+	case "$DOWNLOAD_URL" in
+	https://*) ;;
+	*) return 0 ;; # files from a local directory: maybe no network either
+	esac
+	missing=""
+	for pc in iptables:iptables-restore ipset:ipset; do
+		PATH="$PATH:/usr/sbin:/sbin" command -v "${pc#*:}" >/dev/null 2>&1 || missing="$missing ${pc%%:*}"
+	done
+	[ -n "$missing" ] || return 0
+	if ! command -v apt-get >/dev/null 2>&1; then
+		warn "this host lacks the packages$missing and has no apt-get: install them with its package manager"
+		return 0
+	fi
+	info "installing the Debian packages$missing (NetworkPolicies need them; INSTALL_BRAMBLE_SKIP_PACKAGES=true skips this)"
+	# A fresh Raspberry Pi OS image may have no package lists yet: update
+	# them when the first attempt fails.
+	# shellcheck disable=SC2086 # one word per package
+	if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >"$TMP_DIR/apt" 2>&1 &&
+		! { $SUDO apt-get update >>"$TMP_DIR/apt" 2>&1 &&
+			$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >>"$TMP_DIR/apt" 2>&1; }; then
+		warn "apt-get install$missing failed; install them by hand. Its last lines:"
+		tail -n 5 "$TMP_DIR/apt" >&2
+	fi
+	return 0
+}
+
 check_host() {
 	if "$BIN_DIR/bramble" check-config >"$TMP_DIR/check" 2>&1; then
 		info "bramble check-config: everything required is there"
@@ -790,6 +826,7 @@ main() {
 	systemd) write_systemd_unit ;;
 	openrc) write_openrc_script ;;
 	esac
+	install_packages
 	check_host
 	start_service
 	info "done: uninstall with $BIN_DIR/bramble-uninstall.sh"

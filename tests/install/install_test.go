@@ -121,6 +121,9 @@ func rootfs(t *testing.T) string {
 			t.Fatalf("the test root has /%s: refusing to run killall in it", p)
 		}
 	}
+	// install.sh may apt-get install iptables and ipset: a recording stand-in
+	// (no test reaches a Debian mirror).
+	writeFile(t, filepath.Join(root, "usr/bin/apt-get"), "#!/bin/sh\necho \"apt-get $*\" >>/var/log/apt-calls\n", 0o755)
 	copyFile(t, filepath.Join(testutil.RepoRoot(t), "install.sh"), filepath.Join(root, "tmp", "install.sh"), 0o755)
 	writeFile(t, filepath.Join(root, "etc/ssl/certs/ca-certificates.crt"), string(releaseTLS(t).caPEM), 0o644)
 	return root
@@ -395,7 +398,7 @@ func tree(t *testing.T, root string) []string {
 		if rel == "proc" || rel == "sys" || rel == "dev" {
 			return filepath.SkipDir
 		}
-		if rel == "tmp/install.sh" || rel == "var/log/calls" || rel == "." {
+		if rel == "tmp/install.sh" || rel == "var/log/calls" || rel == "var/log/apt-calls" || rel == "." {
 			return nil
 		}
 		out = append(out, rel+" "+d.Type().String())
@@ -438,9 +441,14 @@ func stubs(t *testing.T, root string, names ...string) {
 	}
 }
 
-func calls(t *testing.T, root string) []string {
+func calls(t *testing.T, root string) []string { return logLines(t, root, "var/log/calls") }
+
+// aptCalls are the apt-get commands install.sh ran.
+func aptCalls(t *testing.T, root string) []string { return logLines(t, root, "var/log/apt-calls") }
+
+func logLines(t *testing.T, root, name string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "var/log/calls"))
+	b, err := os.ReadFile(filepath.Join(root, name))
 	if os.IsNotExist(err) {
 		return nil
 	}
@@ -556,6 +564,11 @@ func TestSystemdServer(t *testing.T) {
 			t.Errorf("install.sh printed %s or put it in the unit", secret)
 		}
 	}
+	// The chroot has neither iptables nor ipset.
+	requireContains(t, "output", out, "installing the Debian packages iptables ipset")
+	if got, want := aptCalls(t, root), []string{"apt-get install -y --no-install-recommends iptables ipset"}; !slices.Equal(got, want) {
+		t.Errorf("apt-get calls %q, want %q", got, want)
+	}
 	if got, want := calls(t, root), []string{"systemctl daemon-reload", "systemctl enable bramble", "systemctl restart bramble"}; !slices.Equal(got, want) {
 		t.Errorf("systemctl calls %q, want %q", got, want)
 	}
@@ -642,9 +655,13 @@ func TestSystemdAgentAndSkips(t *testing.T) {
 	// tarball comes slowly: install.sh says how far it got meanwhile.
 	rel.update(func() { rel.stall = 7 * time.Second })
 	out, err = install(t, root, "INSTALL_BRAMBLE_DOWNLOAD_URL="+url, "BRAMBLE_URL=https://10.0.0.1:6443",
-		"BRAMBLE_TOKEN=K10abc::server:def", "INSTALL_BRAMBLE_SKIP_START=true", "BRAMBLE_DATA_DIR=/srv/bramble")
+		"BRAMBLE_TOKEN=K10abc::server:def", "INSTALL_BRAMBLE_SKIP_START=true", "BRAMBLE_DATA_DIR=/srv/bramble",
+		"INSTALL_BRAMBLE_SKIP_PACKAGES=true")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c := aptCalls(t, root); len(c) > 0 {
+		t.Errorf("INSTALL_BRAMBLE_SKIP_PACKAGES=true: apt-get ran: %q", c)
 	}
 	rel.update(func() { rel.stall = 0 })
 	requireContains(t, "agent output", out, "sha256 of "+imagesName+" verified", imagesName+": 0.1 MB so far",
@@ -902,6 +919,9 @@ func TestAirgap(t *testing.T) {
 		t.Error("the image tarball in the data dir differs")
 	}
 	requireContains(t, "env file", readFile(t, filepath.Join(root, "etc/bramble/bramble.env")), "BRAMBLE_DATA_DIR='/srv/bramble'\n")
+	if c := aptCalls(t, root); len(c) > 0 {
+		t.Errorf("the air-gapped install ran apt-get: %q", c)
+	}
 
 	uninstall(t, root)
 	requireSameTree(t, withBundle, root, "after uninstall")
