@@ -129,6 +129,7 @@ func TestCluster(t *testing.T) {
 		{"PodToPodAcrossNodes", e.podToPod},
 		{"LocalStorageOnAgent", e.localStorageOnAgent},
 		{"LoadBalancerOnEveryNode", e.loadBalancerOnEveryNode},
+		{"TopNodes", e.topNodes},
 		{"ImagesImportReachesAgents", e.imagesImport},
 		{"RegistryOnlyForNodes", e.registryAccess},
 		{"JoinRefused", e.joinRefused},
