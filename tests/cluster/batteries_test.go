@@ -132,8 +132,9 @@ func (e *env) topNodes(t *testing.T) {
 		}
 		seen := map[string]bool{}
 		for _, line := range strings.Split(string(out), "\n") {
-			// NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
-			if f := strings.Fields(line); len(f) >= 5 && f[1] != "0m" && f[3] != "0Mi" {
+			// NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%); a node
+			// without figures yet has <unknown> in each column.
+			if f := strings.Fields(line); len(f) >= 5 && testutil.TopNonZero(f[1]) && testutil.TopNonZero(f[3]) {
 				seen[f[0]] = true
 			}
 		}

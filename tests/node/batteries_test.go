@@ -87,8 +87,8 @@ func TestLocalStorageAndServiceLB(t *testing.T) {
 func checkMetricsServer(t *testing.T, s *testutil.Server, node string) {
 	testutil.WaitFor(t, 3*time.Minute, "kubectl top nodes lists "+node+" with CPU and memory", func() bool {
 		out, err := s.Kubectl("top", "nodes", "--no-headers")
-		f := strings.Fields(out)
-		return err == nil && len(f) >= 5 && f[0] == node && f[1] != "0m" && f[3] != "0Mi"
+		f := strings.Fields(out) // NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
+		return err == nil && len(f) >= 5 && f[0] == node && testutil.TopNonZero(f[1]) && testutil.TopNonZero(f[3])
 	})
 	testutil.WaitFor(t, 2*time.Minute, "kubectl top pods -A lists the lbweb pod", func() bool {
 		out, err := s.Kubectl("top", "pods", "-A", "--no-headers")
