@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,6 +36,7 @@ func addons(bin string, idle time.Duration) error {
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	top := firstNodeMetrics(ctx, n.kubeconfig, begin)
 	client := &http.Client{Timeout: 2 * time.Second}
 	if err := poll(ctx, func() bool {
 		resp, err := client.Get("http://127.0.0.1/parity?int=15")
@@ -66,6 +68,11 @@ func addons(bin string, idle time.Duration) error {
 		return fmt.Errorf("3 Plumber replicas ready: %w", err)
 	}
 	fmt.Printf("%d Plumber replicas ready:     %6.2f s after start\n", replicas, time.Since(begin).Seconds())
+	if took := <-top; took > 0 {
+		fmt.Printf("first kubectl top nodes:     %6.2f s after start (metrics.k8s.io lists the node)\n", took.Seconds())
+	} else {
+		fmt.Println("kubectl top nodes: no node metrics within 5 minutes")
+	}
 	fmt.Printf("idling %s ...\n", idle)
 	time.Sleep(idle)
 	cd := testutil.ContainerdPID(data)
@@ -86,6 +93,33 @@ func addons(bin string, idle time.Duration) error {
 	load := record("bundle-rss", fmt.Sprintf("%d MiB (%d Plumber)", rss/1024, replicas))
 	fmt.Printf("RSS bramble+containerd+pods: %d MiB (%d processes; pods Running by namespace: %v), load %s\n", rss/1024, len(pids), running, load)
 	return nil
+}
+
+// firstNodeMetrics sends how long after begin metrics.k8s.io first listed
+// a node with its usage (what kubectl top nodes needs); 0 if not before
+// ctx ends.
+func firstNodeMetrics(ctx context.Context, kubeconfig string, begin time.Time) <-chan time.Duration {
+	took := make(chan time.Duration, 1)
+	go func() {
+		defer close(took)
+		cs, err := waitClient(ctx, kubeconfig)
+		if err != nil {
+			return
+		}
+		var list struct {
+			Items []struct {
+				Usage map[string]string `json:"usage"`
+			} `json:"items"`
+		}
+		if poll(ctx, func() bool {
+			time.Sleep(400 * time.Millisecond) // 2 requests a second, not 10
+			b, err := cs.RESTClient().Get().AbsPath("/apis/metrics.k8s.io/v1beta1/nodes").DoRaw(ctx)
+			return err == nil && json.Unmarshal(b, &list) == nil && len(list.Items) > 0 && list.Items[0].Usage["cpu"] != ""
+		}) == nil {
+			took <- time.Since(begin)
+		}
+	}()
+	return took
 }
 
 // shimTrees lists the containerd shims serving the containerd at socket

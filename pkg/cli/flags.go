@@ -145,7 +145,7 @@ func serverFlags() []cli.Flag {
 		str("agent-token", "", "secret that joins agents only (default: agents use the server token)"),
 		str("flannel-backend", flannel.VXLAN, "pod network between nodes: "+flannel.VXLAN+", or "+flannel.WireGuardNative+" (encrypted; needs WireGuard in every node's kernel)"),
 		boolean("disable-network-policy", "do not enforce NetworkPolicies (every node's in-process controller; on by default)"),
-		list("disable", "bundled add-on to leave out (and remove): coredns, traefik, plumber-api, local-storage, servicelb (repeatable or comma-separated)"),
+		list("disable", "bundled add-on to leave out (and remove): coredns, traefik, plumber-api, local-storage, metrics-server, servicelb (repeatable or comma-separated)"),
 		passThrough("kube-apiserver-arg", "extra kube-apiserver flag, e.g. service-node-port-range=20000-32767"),
 		passThrough("kube-scheduler-arg", "extra kube-scheduler flag"),
 		passThrough("kube-controller-manager-arg", "extra kube-controller-manager flag, e.g. terminated-pod-gc-threshold=100"),

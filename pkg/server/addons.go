@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -11,11 +12,15 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/localstorage"
+	"github.com/bramble-pi/bramble/pkg/metricsserver"
 	"github.com/bramble-pi/bramble/pkg/servicelb"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
+	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 )
 
 // Enabled reports whether a bundled add-on is not in --disable.
@@ -25,7 +30,7 @@ func (c Config) Enabled(addon string) bool {
 
 // inProcessAddons are the bundled add-ons that are controllers in bramble
 // only, without a manifest (pkg/deploy does not know them).
-var inProcessAddons = []string{"servicelb"}
+var inProcessAddons = []string{"servicelb", "metrics-server"}
 
 // manifestsDisabled is --disable without the in-process add-ons.
 func (c Config) manifestsDisabled() []string {
@@ -54,6 +59,78 @@ func (cp *ControlPlane) serviceLB() supervisor.Component {
 		}
 		return c.Run, nil
 	})
+}
+
+// requestHeader is how the apiserver's aggregation layer passes on who
+// made a request (its front-proxy client certificate and headers).
+func (cp *ControlPlane) requestHeader() metricsserver.RequestHeader {
+	return metricsserver.RequestHeader{
+		CAFile:              cp.creds.RequestHeaderCA,
+		AllowedNames:        []string{"system:auth-proxy"},
+		UsernameHeaders:     []string{"X-Remote-User"},
+		GroupHeaders:        []string{"X-Remote-Group"},
+		ExtraHeaderPrefixes: []string{"X-Remote-Extra-"},
+	}
+}
+
+// metricsServer serves metrics.k8s.io from bramble's process
+// (pkg/metricsserver) on the server's address; with --disable
+// metrics-server it removes bramble's registration once.
+func (cp *ControlPlane) metricsServer() supervisor.Component {
+	name := "metrics-server"
+	if !cp.cfg.Enabled(name) {
+		name += "-off"
+	}
+	return &supervisor.InProcess{ComponentName: name, StopWait: time.Second, Setup: func(ctx context.Context) (func(context.Context) error, error) {
+		cs, err := kubeconfig.Clientset(cp.creds.AdminKubeconfig, 0)
+		if err != nil {
+			return nil, err
+		}
+		rc, err := clientcmd.BuildConfigFromFlags("", cp.creds.AdminKubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("metrics-server: %w", err)
+		}
+		ag, err := aggregator.NewForConfig(rc)
+		if err != nil {
+			return nil, fmt.Errorf("metrics-server: %w", err)
+		}
+		clients := metricsserver.Clients{Core: cs, Aggregator: ag}
+		log := cp.log.With("component", name)
+		if !cp.cfg.Enabled("metrics-server") {
+			return func(ctx context.Context) error {
+				if err := metricsserver.Unregister(ctx, clients); err != nil && ctx.Err() == nil {
+					log.Warn("could not remove metrics-server", "err", err)
+				}
+				<-ctx.Done()
+				return nil
+			}, nil
+		}
+		caBundle, err := os.ReadFile(cp.creds.AggregatedAPICA)
+		if err != nil {
+			return nil, fmt.Errorf("metrics-server: %w", err)
+		}
+		run, err := metricsserver.New(cp.metricsServerConfig())
+		if err != nil {
+			return nil, err
+		}
+		if err := metricsserver.Register(ctx, clients, cp.cfg.AdvertiseAddress, metricsserver.DefaultPort, caBundle); err != nil {
+			return nil, err
+		}
+		return run, nil
+	}}
+}
+
+func (cp *ControlPlane) metricsServerConfig() metricsserver.Config {
+	cr := cp.creds
+	return metricsserver.Config{
+		Kubeconfig:  cr.AdminKubeconfig,
+		BindAddress: cp.cfg.AdvertiseAddress, Port: metricsserver.DefaultPort,
+		ServingCert: cr.MetricsServerCert, ServingKey: cr.MetricsServerKey,
+		ClientCA: cr.ClientCA, RequestHeader: cp.requestHeader(),
+		// The apiserver's own kubelet client and the kubelet-serving CA.
+		KubeletCA: cr.KubeletServingCA, KubeletClientCert: cr.KubeletClientCert, KubeletClientKey: cr.KubeletClientKey,
+		MinTLSVersion: tlspolicy.MinVersionName, CipherSuites: tlspolicy.CipherSuiteNames(),
+	}
 }
 
 // localStorage provisions the local-path StorageClass's volumes

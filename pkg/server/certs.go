@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
+	"github.com/bramble-pi/bramble/pkg/metricsserver"
 	"github.com/bramble-pi/bramble/pkg/pki"
 )
 
@@ -20,6 +21,11 @@ type Credentials struct {
 	ServingCert, ServingKey             string
 	KubeletClientCert, KubeletClientKey string
 	ProxyClientCert, ProxyClientKey     string
+	// AggregatedAPICA signs the serving certificates of the API servers
+	// bramble runs behind the aggregation layer (metrics-server); only the
+	// apiserver trusts it (the APIService's caBundle).
+	AggregatedAPICA                     string
+	MetricsServerCert, MetricsServerKey string
 	ServiceAccountKey                   string
 	AdminCert, AdminKey                 string
 	SchedulerKubeconfig                 string
@@ -63,6 +69,10 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 	if err != nil {
 		return nil, err
 	}
+	aggCA, err := pki.LoadOrCreateCA(p.TLS("aggregated-api-ca.crt"), p.TLS("aggregated-api-ca.key"), "bramble-aggregated-api-ca", now)
+	if err != nil {
+		return nil, err
+	}
 
 	serving, err := servingLeaf(cfg)
 	if err != nil {
@@ -85,6 +95,10 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 	if _, err := rhCA.EnsureLeaf(p.TLS("client-auth-proxy.crt"), p.TLS("client-auth-proxy.key"), pki.Leaf{CommonName: "system:auth-proxy", Client: true}, now); err != nil {
 		return nil, err
 	}
+	metricsLeaf := pki.Leaf{CommonName: metricsserver.ServingName(), Server: true, DNSNames: []string{metricsserver.ServingName()}}
+	if _, err := aggCA.EnsureLeaf(p.TLS("serving-metrics-server.crt"), p.TLS("serving-metrics-server.key"), metricsLeaf, now); err != nil {
+		return nil, err
+	}
 	if _, err := pki.EnsureKey(p.TLS("service.key")); err != nil {
 		return nil, err
 	}
@@ -100,6 +114,9 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 		KubeletClientKey:     p.TLS("client-kube-apiserver.key"),
 		ProxyClientCert:      p.TLS("client-auth-proxy.crt"),
 		ProxyClientKey:       p.TLS("client-auth-proxy.key"),
+		AggregatedAPICA:      aggCA.CertPath,
+		MetricsServerCert:    p.TLS("serving-metrics-server.crt"),
+		MetricsServerKey:     p.TLS("serving-metrics-server.key"),
 		ServiceAccountKey:    p.TLS("service.key"),
 		AdminCert:            p.TLS("client-admin.crt"),
 		AdminKey:             p.TLS("client-admin.key"),

@@ -143,7 +143,7 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap, cp.traefikSecrets.Wrap)
 	comps := []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.localStorage(), cp.serviceLB(), cp.certificates(), cp.snapshots()}
+		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.localStorage(), cp.serviceLB(), cp.metricsServer(), cp.certificates(), cp.snapshots()}
 	return slices.DeleteFunc(comps, func(c supervisor.Component) bool { return c == nil })
 }
 
@@ -201,10 +201,14 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 		"--proxy-client-cert-file=" + cr.ProxyClientCert,
 		"--proxy-client-key-file=" + cr.ProxyClientKey,
 		"--requestheader-client-ca-file=" + cr.RequestHeaderCA,
-		"--requestheader-allowed-names=system:auth-proxy",
-		"--requestheader-username-headers=X-Remote-User",
-		"--requestheader-group-headers=X-Remote-Group",
-		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--requestheader-allowed-names=" + strings.Join(cp.requestHeader().AllowedNames, ","),
+		"--requestheader-username-headers=" + strings.Join(cp.requestHeader().UsernameHeaders, ","),
+		"--requestheader-group-headers=" + strings.Join(cp.requestHeader().GroupHeaders, ","),
+		"--requestheader-extra-headers-prefix=" + strings.Join(cp.requestHeader().ExtraHeaderPrefixes, ","),
+		// The aggregation layer calls an APIService's endpoints, not its
+		// Service's cluster IP: a server without agent has no kube-proxy,
+		// and the in-process metrics-server is on the node's address.
+		"--enable-aggregator-routing=true",
 		"--service-account-issuer=https://kubernetes.default.svc." + c.ClusterDomain,
 		"--service-account-key-file=" + cr.ServiceAccountKey,
 		"--service-account-signing-key-file=" + cr.ServiceAccountKey,

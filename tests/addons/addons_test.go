@@ -1,6 +1,7 @@
 // Package addons tests a fresh server with the air-gap images: CoreDNS,
-// Traefik and the R Plumber API come up by themselves and answer, and an
-// Ingress with TLS is served by Traefik with its Secret's certificate.
+// Traefik and the R Plumber API come up by themselves and answer, an
+// Ingress with TLS is served by Traefik with its Secret's certificate, and
+// metrics-server's figures let a HorizontalPodAutoscaler scale the API.
 package addons
 
 import (
@@ -127,6 +128,14 @@ func TestBundledAddons(t *testing.T) {
 	if failures > 0 {
 		t.Errorf("%d requests failed during rollout restart, want 0", failures)
 	}
+
+	// metrics-server: kubectl top for the node and every add-on's pods, and
+	// a HorizontalPodAutoscaler on CPU.
+	testutil.WaitFor(t, 2*time.Minute, "kubectl top pods -A lists the Plumber API", func() bool {
+		out, err := s.Kubectl("top", "pods", "-A", "--no-headers")
+		return err == nil && strings.Contains(out, "plumber-api-")
+	})
+	t.Run("HPAScalesPlumberAPI", func(t *testing.T) { checkHPA(t, s) })
 	s.Stop(15 * time.Second)
 }
 

@@ -120,3 +120,34 @@ spec:
 	testutil.WaitFor(t, time.Minute, "lb-second gets every node IP", func() bool { return ingress("lb-second") == strings.Join(want, " ") })
 	answers("lb-second")
 }
+
+// topNodes: kubectl top nodes lists every node with non-zero CPU and
+// memory (the server's in-process metrics-server scrapes each kubelet over
+// its serving certificate), and kubectl top pods -A answers.
+func (e *env) topNodes(t *testing.T) {
+	testutil.WaitFor(t, 3*time.Minute, "kubectl top nodes lists every node with CPU and memory", func() bool {
+		out, err := e.c.KubectlCmd(e.ctx(time.Minute), "top", "nodes", "--no-headers").CombinedOutput()
+		if err != nil {
+			return false
+		}
+		seen := map[string]bool{}
+		for _, line := range strings.Split(string(out), "\n") {
+			// NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%); a node
+			// without figures yet has <unknown> in each column.
+			if f := strings.Fields(line); len(f) >= 5 && testutil.TopNonZero(f[1]) && testutil.TopNonZero(f[3]) {
+				seen[f[0]] = true
+			}
+		}
+		for _, n := range e.c.Nodes() {
+			if !seen[n.Host] {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("kubectl top nodes:\n%s", e.kubectl(t, "", "top", "nodes"))
+	testutil.WaitFor(t, 2*time.Minute, "kubectl top pods -A lists the Plumber API", func() bool {
+		out, err := e.c.KubectlCmd(e.ctx(time.Minute), "top", "pods", "-A", "--no-headers").Output()
+		return err == nil && strings.Contains(string(out), "plumber-api-")
+	})
+}

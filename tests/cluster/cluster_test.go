@@ -131,6 +131,7 @@ func TestCluster(t *testing.T) {
 		{"NetworkPolicy", e.networkPolicy},
 		{"LocalStorageOnAgent", e.localStorageOnAgent},
 		{"LoadBalancerOnEveryNode", e.loadBalancerOnEveryNode},
+		{"TopNodes", e.topNodes},
 		{"ImagesImportReachesAgents", e.imagesImport},
 		{"RegistryOnlyForNodes", e.registryAccess},
 		{"JoinRefused", e.joinRefused},

@@ -49,8 +49,8 @@ spec:
 `
 }
 
-// The in-process add-ons local-storage and servicelb on one node (the
-// other bundled add-ons left out).
+// The in-process add-ons local-storage, servicelb and metrics-server on one
+// node (the other bundled add-ons left out).
 func TestLocalStorageAndServiceLB(t *testing.T) {
 	testutil.RequireRoot(t)
 	s, node := startNode(t, "--disable", "coredns,traefik,plumber-api")
@@ -58,18 +58,45 @@ func TestLocalStorageAndServiceLB(t *testing.T) {
 	testutil.WaitServiceAccount(t, s, "vol")
 	t.Run("local-storage", func(t *testing.T) { checkLocalStorage(t, s, node) })
 	t.Run("servicelb", func(t *testing.T) { checkServiceLB(t, s, node) })
+	t.Run("metrics-server", func(t *testing.T) { checkMetricsServer(t, s, node) })
 
-	// Restarted with both disabled: the StorageClass goes, and the address
-	// servicelb gave lb2 is taken back.
+	// Restarted with all three disabled: the StorageClass goes, the address
+	// servicelb gave lb2 is taken back, metrics.k8s.io is no longer
+	// registered (and nothing listens on its port).
 	s.Stop(30 * time.Second)
-	s.Args = append(s.Args, "--disable", "local-storage,servicelb")
+	s.Args = append(s.Args, "--disable", "local-storage,servicelb,metrics-server")
 	s.Start()
 	s.WaitReady(3 * time.Minute)
-	testutil.WaitFor(t, 2*time.Minute, "no StorageClass and no address on lb2", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "no StorageClass, no address on lb2, no metrics-server registration", func() bool {
 		classes, err1 := s.Kubectl("get", "storageclass", "-o", "name")
 		ips, err2 := s.Kubectl("-n", "vol", "get", "service", "lb2", "-o", "jsonpath={.status.loadBalancer.ingress}")
-		return err1 == nil && err2 == nil && classes == "" && ips == ""
+		left, err3 := s.Kubectl("get", "apiservices,services,endpointslices", "-A", "-l", "app.kubernetes.io/name=metrics-server", "-o", "name")
+		return err1 == nil && err2 == nil && err3 == nil && classes == "" && ips == "" && left == ""
 	})
+	if out, err := s.Kubectl("top", "nodes"); err == nil {
+		t.Errorf("kubectl top nodes answered with metrics-server disabled:\n%s", out)
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(s.MustKubectl("get", "node", node, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`), "10251"), 2*time.Second); err == nil {
+		c.Close()
+		t.Error("something still listens on the metrics-server port 10251")
+	}
+}
+
+// checkMetricsServer: kubectl top answers for the node and its pods, with
+// CPU and memory figures, and the APIService is Available.
+func checkMetricsServer(t *testing.T, s *testutil.Server, node string) {
+	testutil.WaitFor(t, 3*time.Minute, "kubectl top nodes lists "+node+" with CPU and memory", func() bool {
+		out, err := s.Kubectl("top", "nodes", "--no-headers")
+		f := strings.Fields(out) // NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
+		return err == nil && len(f) >= 5 && f[0] == node && testutil.TopNonZero(f[1]) && testutil.TopNonZero(f[3])
+	})
+	testutil.WaitFor(t, 2*time.Minute, "kubectl top pods -A lists the lbweb pod", func() bool {
+		out, err := s.Kubectl("top", "pods", "-A", "--no-headers")
+		return err == nil && strings.Contains(out, "lbweb")
+	})
+	if out := s.MustKubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", `jsonpath={.status.conditions[?(@.type=="Available")].status}`); out != "True" {
+		t.Errorf("APIService v1beta1.metrics.k8s.io Available=%q", out)
+	}
 }
 
 // checkLocalStorage: the bundled local-path StorageClass: a claim binds

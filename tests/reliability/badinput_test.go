@@ -73,7 +73,7 @@ func TestBadInput(t *testing.T) {
 		{"node certificate validity", []string{"--node-cert-validity", "1s"}, "", "--node-cert-validity: 1s is not between"},
 		{"unknown flag", []string{"--no-such-flag"}, "", "flag provided but not defined: -no-such-flag"},
 		{"pass-through argument without =", []string{"--kube-apiserver-arg", "v"}, "", "--kube-apiserver-arg"},
-		{"unknown add-on", []string{"--disable", "traefk"}, "", "--disable traefk: no bundled add-on of that name (there are: coredns, local-storage, plumber-api, servicelb, traefik)"},
+		{"unknown add-on", []string{"--disable", "traefk"}, "", "--disable traefk: no bundled add-on of that name (there are: coredns, local-storage, metrics-server, plumber-api, servicelb, traefik)"},
 		{"another token", []string{"--token", "not-the-cluster-token"}, "", "--token differs from the token this server was set up with"},
 		{"data dir is a file", []string{"--data-dir", notADir}, "", notADir},
 		{"datastore endpoint scheme", []string{"--datastore-endpoint", "foo://bar"}, "", "start kine on --datastore-endpoint foo://bar: failed to create driver for configured endpoint: unknown driver"},

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -521,3 +522,10 @@ func CheckTLSPolicy(t testing.TB, addr string) {
 		}
 	}
 }
+
+// topQuantity is a kubectl top figure above zero: 12m, 1, 345Mi.
+var topQuantity = regexp.MustCompile(`^0*[1-9][0-9]*(m|Ki|Mi|Gi)?$`)
+
+// TopNonZero reports whether a kubectl top column holds a figure above
+// zero (not 0m, and not <unknown>: a node or pod without figures yet).
+func TopNonZero(q string) bool { return topQuantity.MatchString(q) }
