@@ -10,6 +10,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
@@ -84,6 +85,28 @@ var benign = map[string]bool{
 	"Found stale data, removed previous endpoints on kubernetes service, apiserver didn't exit successfully previously": true,
 }
 
+// benignBeforeRegistration are kubelet errors that say nothing is wrong when
+// their err is that the node does not exist: the kubelet's first seconds,
+// before its Node is registered. With another err they are shown.
+var benignBeforeRegistration = map[string]bool{
+	"Eviction manager: failed to get summary stats": true,
+	"Error updating node status, will retry":        true,
+}
+
+// nodeNotFound reports whether the record's err says a node was not found.
+func nodeNotFound(r slog.Record) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "err" {
+			return true
+		}
+		s := a.Value.String()
+		found = strings.Contains(s, `node "`) && strings.HasSuffix(s, `" not found`)
+		return false
+	})
+	return found
+}
+
 // stopping is set once bramble stops: the components' errors from then on
 // are the stop itself (containerd and the apiserver going away under the
 // kubelet), not failures, and are shown only with --debug.
@@ -108,7 +131,7 @@ func (d *demote) Handle(ctx context.Context, r slog.Record) error {
 		r = r.Clone()
 		r.Level = slog.LevelWarn
 		r.AddAttrs(slog.String("means", means))
-	} else if !d.debug && (benign[r.Message] || stopping.Load()) {
+	} else if !d.debug && (benign[r.Message] || stopping.Load() || (benignBeforeRegistration[r.Message] && nodeNotFound(r))) {
 		return nil
 	}
 	return d.Handler.Handle(ctx, r)

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -43,7 +44,11 @@ func TestBenignAndStopErrorsHidden(t *testing.T) {
 	log := slog.New(&demote{Handler: slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})})
 	log.Error("Failed to read data from checkpoint", "err", "checkpoint is not found")
 	log.Error("Failed to pull image", "err", "real failure")
-	if out := buf.String(); strings.Contains(out, "checkpoint") || !strings.Contains(out, "real failure") {
+	log.Error("Eviction manager: failed to get summary stats", "err", errors.New(`failed to get node info: node "pi1" not found`))
+	log.Error("Error updating node status, will retry", "err", `error getting node "pi1": node "pi1" not found`)
+	log.Error("Error updating node status, will retry", "err", "connection refused")
+	if out := buf.String(); strings.Contains(out, "checkpoint") || !strings.Contains(out, "real failure") ||
+		strings.Contains(out, "summary stats") || strings.Count(out, "Error updating node status") != 1 || !strings.Contains(out, "connection refused") {
 		t.Errorf("before the stop:\n%s", out)
 	}
 	buf.Reset()
