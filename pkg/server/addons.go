@@ -82,11 +82,11 @@ func (cp *ControlPlane) metricsServer() supervisor.Component {
 		name += "-off"
 	}
 	return &supervisor.InProcess{ComponentName: name, StopWait: time.Second, Setup: func(ctx context.Context) (func(context.Context) error, error) {
-		cs, err := kubeconfig.Clientset(cp.creds.AdminKubeconfig, 0)
-		if err != nil {
-			return nil, err
-		}
 		rc, err := clientcmd.BuildConfigFromFlags("", cp.creds.AdminKubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("metrics-server: %w", err)
+		}
+		cs, err := kubernetes.NewForConfig(rc)
 		if err != nil {
 			return nil, fmt.Errorf("metrics-server: %w", err)
 		}
