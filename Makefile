@@ -54,8 +54,10 @@ $(PAUSE_ARCHIVE): $(wildcard images/pause/*) images/images.env | images-deps
 
 .PHONY: all build test test-soak test-release unit-test integration-test bench deps clean
 # bin/bramble and the images its bundled add-ons run (cached: seconds when
-# nothing changed), so `sudo ./bin/bramble server` needs nothing else.
-all: build airgap
+# nothing changed), and the Debian packages a node runs (iptables, ipset:
+# apt-get only when one is missing), so `sudo ./bin/bramble server` needs
+# nothing else.
+all: deps build airgap
 build: bin/bramble
 
 bin/bramble: $(GO_SOURCES) $(EMBEDDED) Makefile
