@@ -142,3 +142,17 @@ func (c *Cluster) HTTPClient(timeout time.Duration) *http.Client {
 		DisableKeepAlives: true,
 	}}
 }
+
+// SetLink takes node n's cable out (up=false) or puts it back: its port on
+// the switch goes down, so the node's eth0 loses its carrier, as when a Pi's
+// Wi-Fi or switch port fails. Everything on the node keeps running.
+func (c *Cluster) SetLink(n *Node, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	if _, err := run("ip", "-n", c.st.Switch, "link", "set", "v-"+n.Host, state); err != nil {
+		return fmt.Errorf("node %s link %s: %w", n.Host, state, err)
+	}
+	return nil
+}

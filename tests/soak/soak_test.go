@@ -1,7 +1,8 @@
-// Package soak restarts a server with its node and pods again and again
-// (`make test-soak`, not part of `make test`: a few minutes per cycle on a
-// Pi): every cycle ends with the node and every pod Ready, the same
-// containers, no restarts, and the ERROR lines each restart wrote printed.
+// Package soak holds the long tests (`make test-soak`, not part of `make
+// test`): a server with its node and pods restarted again and again (a few
+// minutes per cycle on a Pi: every cycle ends with the node and every pod
+// Ready, the same containers, no restarts, and the ERROR lines each restart
+// wrote printed), and an agent cut off from its server for 5 minutes.
 package soak
 
 import (
