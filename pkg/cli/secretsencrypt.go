@@ -77,7 +77,7 @@ func secretsEncryptStatus(c *cli.Context) error {
 	} else if active == fileHash {
 		fmt.Fprintln(w, "Apiserver: uses this file")
 	} else {
-		fmt.Fprintln(w, "Apiserver: still uses an older version of this file (it re-reads it every minute)")
+		fmt.Fprintln(w, "Apiserver: still uses an older version of this file (it re-reads it every few seconds)")
 	}
 	db := filepath.Join(d.DB(), "state.db")
 	stored, err := secretsenc.Stored(db)

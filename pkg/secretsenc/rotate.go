@@ -20,14 +20,18 @@ import (
 )
 
 // reloadMetric is the apiserver metric naming the hash of the encryption
-// config it uses; it re-reads the file once a minute.
+// config it uses; it re-reads the file every ReloadPoll.
 const reloadMetric = "apiserver_encryption_config_controller_last_config_info"
 
 // configHashLabel is the metric's hash label (not apiserver_id_hash).
 var configHashLabel = regexp.MustCompile(`[{,]hash="([^"]+)"`)
 
+// ReloadPoll is how often bramble's apiserver re-reads the encryption config
+// file (upstream polls every minute).
+const ReloadPoll = 5 * time.Second
+
 // ReloadTimeout bounds the wait for the apiserver to pick up a changed file
-// (it polls it every minute).
+// (it polls it every ReloadPoll).
 const ReloadTimeout = 3 * time.Minute
 
 // RotateKeys replaces the write key without a restart: a new key goes first
@@ -70,7 +74,7 @@ func saveAndWait(ctx context.Context, c *Config, path string, cs kubernetes.Inte
 	if err := c.Save(path); err != nil {
 		return err
 	}
-	step(what + ": waiting for the apiserver to reload " + path + " (up to a minute)")
+	step(what + ": waiting for the apiserver to reload " + path + " (a few seconds)")
 	return WaitForConfig(ctx, cs, data)
 }
 

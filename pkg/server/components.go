@@ -11,6 +11,7 @@ import (
 	"time"
 
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	encryptionconfigcontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/client-go/tools/cache"
 	cliflag "k8s.io/component-base/cli/flag"
 	apiapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -20,6 +21,7 @@ import (
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
+	"github.com/bramble-pi/bramble/pkg/secretsenc"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 	"github.com/bramble-pi/bramble/pkg/tlspolicy"
 )
@@ -62,6 +64,10 @@ func newAPIServer(args func() []string, ready func(context.Context) error, wrap,
 // handler chain (the aggregator's, the one that is served) is wrapped, and
 // inner wraps the handler that chain protects.
 func runAPIServer(ctx context.Context, opts apioptions.CompletedOptions, wrap, inner func(http.Handler) http.Handler) error {
+	// The apiserver re-reads the Secrets encryption config every minute
+	// (upstream's default); a small file's hash every few seconds costs
+	// nothing, and `secrets-encrypt rotate-keys` waits twice for a reload.
+	encryptionconfigcontroller.EncryptionConfigFileChangePollDuration = secretsenc.ReloadPoll
 	if opts.InformerName == nil {
 		name, err := cache.NewInformerName("kube-apiserver")
 		if err != nil {

@@ -118,7 +118,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	s.WaitReady(readyTimeout)
 	noConfig := filepath.Join(filepath.Dir(s.DataDir), "no-config.yaml")
 	// rotate-keys waits twice for the apiserver to re-read the file, which
-	// it does once a minute.
+	// it does every 5 s (secretsenc.ReloadPoll).
 	tool := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
