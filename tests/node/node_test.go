@@ -4,6 +4,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,8 +25,32 @@ const busybox = "docker.io/bramble/busybox:test"
 func TestSingleNode(t *testing.T) {
 	testutil.RequireRoot(t)
 	// Pass-through flags reach kube-proxy and containerd (checked below).
-	s, node := startNode(t, "--kube-proxy-arg=healthz-bind-address=127.0.0.1:10266", "--containerd-arg=log-level=info")
+	// Two damaged archives beside the good one (a copy cut short, a file
+	// of garbage): each is reported by name, the node starts, and busybox
+	// from the good archive runs (below).
+	damaged := func(s *testutil.Server) {
+		dir := filepath.Join(s.DataDir, "agent", "images")
+		good, err := os.ReadFile(filepath.Join(dir, "busybox.tar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cut-short.tar"), good[:len(good)/2], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "garbage.tar.zst"), bytes.Repeat([]byte("not zstd "), 4096), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, node := startNodeWith(t, damaged, "--kube-proxy-arg=healthz-bind-address=127.0.0.1:10266", "--containerd-arg=log-level=info")
 	t.Logf("node %s Ready", node)
+	for _, f := range []string{"cut-short.tar", "garbage.tar.zst"} {
+		line := grepLine(s.Log.String(), f)
+		if !strings.Contains(line, "level=ERROR") && !strings.Contains(line, "level=WARN") || !strings.Contains(line, "damaged") {
+			t.Errorf("the damaged image archive %s is not reported as one:\n%s", f, line)
+		} else {
+			t.Logf("damaged archive reported: %s", line)
+		}
+	}
 	checkHardening(t, s, node)
 	testutil.WaitFor(t, time.Minute, "kube-proxy's health check on the passed address", func() bool {
 		return strings.Contains(httpGet("http://127.0.0.1:10266/healthz"), "lastUpdated")
@@ -117,6 +142,13 @@ func TestSingleNode(t *testing.T) {
 // busybox test image in agent/images, and waits until the node is Ready.
 func startNode(t *testing.T, args ...string) (*testutil.Server, string) {
 	t.Helper()
+	return startNodeWith(t, nil, args...)
+}
+
+// startNodeWith is startNode with prepare run on the server before it
+// starts (its images dir holds busybox.tar).
+func startNodeWith(t *testing.T, prepare func(*testutil.Server), args ...string) (*testutil.Server, string) {
+	t.Helper()
 	image := filepath.Join(testutil.RepoRoot(t), "dist", "images", testutil.Arch(), "busybox.tar")
 	if _, err := os.Stat(image); err != nil {
 		t.Fatalf("busybox test image missing (make test-images builds it): %v", err)
@@ -129,6 +161,9 @@ func startNode(t *testing.T, args ...string) (*testutil.Server, string) {
 	}
 	if err := copyFile(image, filepath.Join(imagesDir, "busybox.tar")); err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(s)
 	}
 	s.Start()
 	s.WaitReady(3 * time.Minute)
@@ -286,4 +321,14 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	return out.Close()
+}
+
+// grepLine returns the first line of log that contains s ("" if none).
+func grepLine(log, s string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
 }
