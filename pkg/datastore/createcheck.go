@@ -22,6 +22,38 @@ import (
 // whether the row kine reports exists for the key, and turns a create that
 // was not stored into an error the client sees.
 
+// Its Update does the same with a failed INSERT: it answers "not updated"
+// with the key's current value, which the apiserver takes for a conflict
+// and retries, every retry failing again, until the request times out (a
+// client waits a minute and learns nothing). A real conflict returns a
+// value newer than the one the update was based on; a write the database
+// refused returns that very revision. checkCreates turns the latter into an
+// error.
+
+// updateOf returns the revision an update txn (compare mod_revision, one
+// put, a range as the failure branch) is based on and its key; 0 and "" for
+// any other txn.
+func updateOf(txn *etcdserverpb.TxnRequest) (int64, string) {
+	if len(txn.Compare) == 1 && txn.Compare[0].Target == etcdserverpb.Compare_MOD &&
+		txn.Compare[0].Result == etcdserverpb.Compare_EQUAL && txn.Compare[0].GetModRevision() > 0 &&
+		len(txn.Success) == 1 && txn.Success[0].GetRequestPut() != nil &&
+		len(txn.Failure) == 1 && txn.Failure[0].GetRequestRange() != nil {
+		return txn.Compare[0].GetModRevision(), string(txn.Compare[0].Key)
+	}
+	return 0, ""
+}
+
+// updateRefused reports whether a failed update's answer carries the very
+// revision the update was based on: nothing changed the key, the database
+// refused the write.
+func updateRefused(based int64, out *etcdserverpb.TxnResponse) bool {
+	if out.Succeeded || len(out.Responses) != 1 {
+		return false
+	}
+	r := out.Responses[0].GetResponseRange()
+	return r != nil && len(r.Kvs) == 1 && r.Kvs[0].ModRevision == based
+}
+
 // createKey is the key of a txn kine treats as a create (compare
 // mod_revision == 0, one put, no failure branch), "" for any other.
 func createKey(txn *etcdserverpb.TxnRequest) string {
@@ -46,7 +78,7 @@ func sqliteStored(db *sql.DB) stored {
 }
 
 // checkCreates is the gRPC interceptor that confirms every successful
-// create.
+// create and tells a refused update from a conflict.
 func checkCreates(isStored stored) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
@@ -54,9 +86,15 @@ func checkCreates(isStored stored) grpc.UnaryServerInterceptor {
 		if err != nil || !ok {
 			return resp, err
 		}
-		key := createKey(txn)
 		out, ok := resp.(*etcdserverpb.TxnResponse)
-		if key == "" || !ok || !out.Succeeded || out.Header == nil {
+		if !ok {
+			return resp, nil
+		}
+		if based, key := updateOf(txn); key != "" && updateRefused(based, out) {
+			return nil, status.Errorf(codes.Unavailable, "update of %s was not stored (the database refused the write: disk full or an I/O error?)", key)
+		}
+		key := createKey(txn)
+		if key == "" || !out.Succeeded || out.Header == nil {
 			return resp, nil
 		}
 		found, err := isStored(ctx, out.Header.Revision, key)

@@ -59,6 +59,19 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal("500 creates of 64 KiB each were accepted on a full disk")
 	}
 	t.Logf("disk full: %d creates accepted, then refused: %v", len(acked)-1, refusal)
+	// An update is refused as clearly, not retried as a conflict until the
+	// request times out.
+	cm, err := cs.CoreV1().ConfigMaps("full").Get(ctx, "before", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["v"] = "changed on a full disk"
+	began := time.Now()
+	_, err = cs.CoreV1().ConfigMaps("full").Update(ctx, cm, metav1.UpdateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "was not stored") {
+		t.Errorf("update on a full disk: want an error saying it was not stored, got %v", err)
+	}
+	t.Logf("update on a full disk refused after %s: %v", time.Since(began).Round(time.Millisecond), err)
 	time.Sleep(5 * time.Second)
 	if !s.Running() {
 		t.Fatalf("bramble exited on a full disk (status %d)", s.ExitCode())
@@ -73,7 +86,7 @@ func TestFullDisk(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	began := time.Now()
+	began = time.Now()
 	testutil.WaitFor(t, time.Minute, "a create once space is free", func() bool { return create("after") == nil })
 	t.Logf("space freed: writes accepted again after %s", time.Since(began).Round(100*time.Millisecond))
 	acked = append(acked, "after")
