@@ -93,7 +93,7 @@ test: deps build $(TEST_PREREQS)
 	$(GO_TEST) -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(TEST_PKGS)
 
 # 10 SIGTERM/start cycles of a server with pods, each restart's ERROR lines
-# printed, and an agent cut off from its server for 5 min (tests/soak).
+# (there must be none), and an agent cut off from its server for 5 min (tests/soak).
 test-soak: deps build images test-images
 	$(GO_TEST) -count=1 -v -timeout $(TEST_TIMEOUT) ./tests/soak/
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
@@ -107,6 +108,47 @@ func nodeNotFound(r slog.Record) bool {
 	return found
 }
 
+// pendingAPIs name the aggregated APIs (APIService and group/version) that
+// bramble serves in-process and that do not serve yet: the apiserver's
+// aggregation layer and the controllers' discovery start first and report
+// each of them as failing (about a dozen lines per start) until its server
+// is up and found. Those reports are start-up order, shown with --debug;
+// once the API serves, they are shown again.
+var pendingAPIs sync.Map
+
+// APIPending marks an aggregated API that bramble will serve but does not
+// serve yet, by the names the components' errors use.
+func APIPending(names ...string) {
+	for _, n := range names {
+		pendingAPIs.Store(n, true)
+	}
+}
+
+// APIServing marks an aggregated API as serving.
+func APIServing(names ...string) {
+	for _, n := range names {
+		pendingAPIs.Delete(n)
+	}
+}
+
+// aboutPendingAPI reports whether the record's err names an aggregated API
+// that does not serve yet.
+func aboutPendingAPI(r slog.Record) bool {
+	about := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "err" {
+			return true
+		}
+		s := a.Value.String()
+		pendingAPIs.Range(func(k, _ any) bool {
+			about = strings.Contains(s, k.(string))
+			return !about
+		})
+		return false
+	})
+	return about
+}
+
 // stopping is set once bramble stops: the components' errors from then on
 // are the stop itself (containerd and the apiserver going away under the
 // kubelet), not failures, and are shown only with --debug.
@@ -131,7 +173,7 @@ func (d *demote) Handle(ctx context.Context, r slog.Record) error {
 		r = r.Clone()
 		r.Level = slog.LevelWarn
 		r.AddAttrs(slog.String("means", means))
-	} else if !d.debug && (benign[r.Message] || stopping.Load() || (benignBeforeRegistration[r.Message] && nodeNotFound(r))) {
+	} else if !d.debug && (benign[r.Message] || stopping.Load() || (benignBeforeRegistration[r.Message] && nodeNotFound(r)) || aboutPendingAPI(r)) {
 		return nil
 	}
 	return d.Handler.Handle(ctx, r)

@@ -60,3 +60,24 @@ func TestBenignAndStopErrorsHidden(t *testing.T) {
 		t.Errorf("while stopping:\n%s", out)
 	}
 }
+
+// The aggregation layer's errors about an API bramble serves itself are
+// hidden until it serves; then they are shown, and other APIs' always.
+func TestPendingAPIErrorsHidden(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(&demote{Handler: slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})})
+	APIPending("v1beta1.metrics.k8s.io", "metrics.k8s.io/v1beta1")
+	defer APIServing("v1beta1.metrics.k8s.io", "metrics.k8s.io/v1beta1")
+	log.Error("Unhandled Error", "err", `v1beta1.metrics.k8s.io failed with: failing or missing response from https://192.0.2.2:10251: connection refused`)
+	log.Error("Unable to get all supported resources from server", "err", `unable to retrieve the complete list of server APIs: metrics.k8s.io/v1beta1: stale GroupVersion discovery: metrics.k8s.io/v1beta1`)
+	log.Error("Unhandled Error", "err", `loading OpenAPI spec for "v1beta1.custom.example.com" failed`)
+	if out := buf.String(); strings.Contains(out, "metrics.k8s.io") || !strings.Contains(out, "custom.example.com") {
+		t.Errorf("while pending:\n%s", out)
+	}
+	buf.Reset()
+	APIServing("v1beta1.metrics.k8s.io", "metrics.k8s.io/v1beta1")
+	log.Error("Unhandled Error", "err", `v1beta1.metrics.k8s.io failed with: 503`)
+	if out := buf.String(); !strings.Contains(out, "metrics.k8s.io") {
+		t.Errorf("once serving:\n%s", out)
+	}
+}

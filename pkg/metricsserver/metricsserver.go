@@ -31,6 +31,8 @@ const (
 	ServiceName = "metrics-server"
 	// APIService is the registration of metrics.k8s.io.
 	APIService = "v1beta1.metrics.k8s.io"
+	// GroupVersion is the API it serves, as discovery names it.
+	GroupVersion = "metrics.k8s.io/v1beta1"
 	// DefaultPort is where the server listens on the node's address.
 	DefaultPort = 10251
 	// resolution is how often the kubelets are scraped (metrics-server's

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	discoveryv1ac "k8s.io/client-go/applyconfigurations/discovery/v1"
+	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	apiregv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
 )
 
@@ -105,6 +108,30 @@ func deleteOwn(ctx context.Context, name string, get func(context.Context) (meta
 	uid := obj.GetUID()
 	if err := del(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// WaitAvailable waits until the aggregation layer reports the APIService
+// Available (it reaches the server and its discovery answers).
+func WaitAvailable(ctx context.Context, c Clients, timeout time.Duration) error {
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		api, err := c.Aggregator.ApiregistrationV1().APIServices().Get(ctx, APIService, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		for _, cond := range api.Status.Conditions {
+			if cond.Type == apiregv1.Available {
+				last = cond.Message
+				return cond.Status == apiregv1.ConditionTrue, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("APIService %s not available (%s): %w", APIService, last, err)
 	}
 	return nil
 }

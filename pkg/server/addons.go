@@ -17,6 +17,7 @@ import (
 
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/localstorage"
+	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/metricsserver"
 	"github.com/bramble-pi/bramble/pkg/servicelb"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
@@ -80,6 +81,10 @@ func (cp *ControlPlane) metricsServer() supervisor.Component {
 	name := "metrics-server"
 	if !cp.cfg.Enabled(name) {
 		name += "-off"
+	} else {
+		// The apiserver starts first: its aggregation layer's reports
+		// that the API does not answer yet are start-up order.
+		logging.APIPending(metricsserver.APIService, metricsserver.GroupVersion)
 	}
 	return &supervisor.InProcess{ComponentName: name, StopWait: time.Second, Setup: func(ctx context.Context) (func(context.Context) error, error) {
 		rc, err := clientcmd.BuildConfigFromFlags("", cp.creds.AdminKubeconfig)
@@ -116,7 +121,18 @@ func (cp *ControlPlane) metricsServer() supervisor.Component {
 		if err := metricsserver.Register(ctx, clients, cp.cfg.AdvertiseAddress, metricsserver.DefaultPort, caBundle); err != nil {
 			return nil, err
 		}
-		return run, nil
+		return func(ctx context.Context) error {
+			go func() {
+				// Errors about the API count once the aggregation layer
+				// has found it serving (or it never does).
+				err := metricsserver.WaitAvailable(ctx, clients, 2*time.Minute)
+				logging.APIServing(metricsserver.APIService, metricsserver.GroupVersion)
+				if err != nil && ctx.Err() == nil {
+					log.Warn("the apiserver does not reach metrics-server", "err", err)
+				}
+			}()
+			return run(ctx)
+		}, nil
 	}}
 }
 
