@@ -94,18 +94,23 @@ var benignBeforeRegistration = map[string]bool{
 	"Error updating node status, will retry":        true,
 }
 
-// nodeNotFound reports whether the record's err says a node was not found.
-func nodeNotFound(r slog.Record) bool {
-	found := false
+// errText is the record's err attribute as text ("" without one).
+func errText(r slog.Record) string {
+	s := ""
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key != "err" {
 			return true
 		}
-		s := a.Value.String()
-		found = strings.Contains(s, `node "`) && strings.HasSuffix(s, `" not found`)
+		s = a.Value.String()
 		return false
 	})
-	return found
+	return s
+}
+
+// nodeNotFound reports whether the record's err says a node was not found.
+func nodeNotFound(r slog.Record) bool {
+	s := errText(r)
+	return strings.Contains(s, `node "`) && strings.HasSuffix(s, `" not found`)
 }
 
 // pendingAPIs name the aggregated APIs (APIService and group/version) that
@@ -134,18 +139,14 @@ func APIServing(names ...string) {
 // aboutPendingAPI reports whether the record's err names an aggregated API
 // that does not serve yet.
 func aboutPendingAPI(r slog.Record) bool {
+	s := errText(r)
 	about := false
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key != "err" {
-			return true
-		}
-		s := a.Value.String()
+	if s != "" {
 		pendingAPIs.Range(func(k, _ any) bool {
 			about = strings.Contains(s, k.(string))
 			return !about
 		})
-		return false
-	})
+	}
 	return about
 }
 
