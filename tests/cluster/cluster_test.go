@@ -6,7 +6,8 @@ package cluster_test
 // vxlan, NetworkPolicies enforced across nodes, the WireGuard backend
 // refused on a kernel without it, an image imported on the server pulled by the agents through the
 // server's registry, refused joins, an agent stopped and started again, and
-// a server restart under running agents. At the end the cluster is removed and the
+// a server restart under running agents, and the server's data restored
+// from a snapshot onto a wiped server node. At the end the cluster is removed and the
 // test asserts nothing of it is left.
 
 import (
@@ -15,6 +16,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -144,6 +146,7 @@ func TestCluster(t *testing.T) {
 		{"NameKeptAfterDeleteNode", e.nameKeptAfterDeleteNode},
 		{"NodeCertificatesRenewed", e.nodeCertificatesRenewed},
 		{"WireGuardNeedsKernel", e.wireGuardNeedsKernel},
+		{"RestoreOnFreshServer", e.restoreOnFreshServer},
 	} {
 		t.Run(check.name, func(t *testing.T) {
 			if *nodeCount < 3 {
@@ -663,16 +666,7 @@ func (e *env) agentPods(t *testing.T) map[string]string {
 // serverRestart: the server restarts while the agents run; no pod on the
 // agents restarts, and the agents' ingress answers while the server is down.
 func (e *env) serverRestart(t *testing.T) {
-	var before map[string]string
-	testutil.WaitFor(t, 2*time.Minute, "every pod on the agents ready", func() bool {
-		before = e.agentPods(t)
-		for _, v := range before {
-			if strings.Contains(v, "ready=false") || v == "" {
-				return false
-			}
-		}
-		return len(before) > 0
-	})
+	before := e.readyAgentPods(t)
 	t.Logf("%d pods on the agents", len(before))
 	server := e.node("pi1")
 	took, err := e.c.Stop(server, 30*time.Second)
@@ -700,34 +694,72 @@ func (e *env) serverRestart(t *testing.T) {
 	t.Logf("server API and all nodes Ready %.1f s after the server started again", time.Since(begin).Seconds())
 	// The agents reconnect: their kubelets renew their node leases with the
 	// new server.
-	restarted := e.node("pi1").Started
-	testutil.WaitFor(t, time.Minute, "pi2 and pi3 renew their leases after the server restart", func() bool {
+	e.agentLeasesRenewed(t, e.node("pi1").Started)
+	e.agentPodsKept(t, before, "the server restart")
+}
+
+// agentLeasesRenewed waits until pi2's and pi3's kubelets renewed their node
+// leases after since (their node status is posted only every few minutes
+// when nothing changes; the lease every 15 s).
+func (e *env) agentLeasesRenewed(t *testing.T, since time.Time) {
+	testutil.WaitFor(t, time.Minute, "pi2 and pi3 renew their leases with the server", func() bool {
 		for _, name := range []string{"pi2", "pi3"} {
 			l, err := e.cs.CoordinationV1().Leases("kube-node-lease").Get(e.ctx(10*time.Second), name, metav1.GetOptions{})
-			if err != nil || l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(restarted) {
+			if err != nil || l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(since) {
 				return false
 			}
 		}
 		return true
 	})
-	// Each agent's kubelet runs a new pod from the restarted server: its pod
-	// watch is back and its sync loop has gone over its pods since, so a pod
-	// the restart disturbed shows by now.
-	e.resyncProbes(t)
-	after := e.agentPods(t)
-	for k := range after {
-		if strings.HasPrefix(k, "e2e/resync-") {
-			delete(after, k)
+}
+
+// readyAgentPods waits until every pod on the agents is ready and returns
+// them (agentPods).
+func (e *env) readyAgentPods(t *testing.T) map[string]string {
+	var pods map[string]string
+	testutil.WaitFor(t, 2*time.Minute, "every pod on the agents ready", func() bool {
+		pods = e.agentPods(t)
+		for _, v := range pods {
+			if strings.Contains(v, "ready=false") || v == "" {
+				return false
+			}
 		}
+		return len(pods) > 0
+	})
+	return pods
+}
+
+// agentPodsKept checks that the pods on the agents are those of before
+// (readyAgentPods), with the same containers and restart counts, across
+// what happened to the server. Each agent's kubelet first runs a new pod
+// from the server: its pod watch is back and its sync loop has gone over its
+// pods since, so a pod that was disturbed shows by now.
+func (e *env) agentPodsKept(t *testing.T, before map[string]string, across string) {
+	e.resyncProbes(t)
+	// A restored database holds the pods' status of the snapshot's time:
+	// the kubelets post theirs again when they reconcile (every 10 s).
+	var after map[string]string
+	deadline := time.Now().Add(time.Minute)
+	for {
+		after = e.agentPods(t)
+		for k := range after {
+			if strings.HasPrefix(k, "e2e/resync-") {
+				delete(after, k)
+			}
+		}
+		if maps.Equal(after, before) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
 	}
 	for k, v := range before {
 		if after[k] != v {
-			t.Errorf("pod %s changed across the server restart:\n  before: %s\n  after:  %s", k, v, after[k])
+			t.Errorf("pod %s changed across %s:\n  before: %s\n  after:  %s", k, across, v, after[k])
 		}
 	}
 	for k := range after {
 		if _, ok := before[k]; !ok {
-			t.Errorf("new pod on an agent after the server restart: %s", k)
+			t.Errorf("new pod on an agent after %s: %s", across, k)
 		}
 	}
 }

@@ -430,3 +430,27 @@ func (n *Node) ContainerdPID() int {
 	}
 	return 0
 }
+
+// Wipe makes node n a fresh machine behind the same cable: its bramble must
+// be stopped; its containers are stopped (bramble-killall.sh), its data dir
+// and the fixed dirs (kubelet, CNI, pod logs, /etc/bramble) emptied, and the
+// image archives linked in again. keep, a path outside the node's dirs, is
+// what the "machine" brings back (a USB stick with a snapshot): untouched.
+func (c *Cluster) Wipe(n *Node) error {
+	if n.Process.Alive() {
+		return fmt.Errorf("node %s: stop bramble before wiping the node", n.Host)
+	}
+	if err := c.killall(n); err != nil {
+		return err
+	}
+	dirs := append([]string{n.DataDir()}, privateMounts...)
+	var s strings.Builder
+	s.WriteString("set -eu\n")
+	for _, d := range dirs {
+		fmt.Fprintf(&s, "find %s -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} +\n", quote(d))
+	}
+	if out, err := c.InNode(n, "/bin/sh", "-c", s.String()).CombinedOutput(); err != nil {
+		return fmt.Errorf("node %s: wipe: %w: %s", n.Host, err, strings.TrimSpace(string(out)))
+	}
+	return c.makeDirs(n, c.cfg.Images)
+}
