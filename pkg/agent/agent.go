@@ -77,6 +77,8 @@ type Agent struct {
 	// protectKernelDefaults: the kernel parameters hold what the kubelet
 	// expects (set by the kubelet component before it starts).
 	protectKernelDefaults bool
+	// proxyMetrics is kube-proxy's metrics address (its Setup sets it).
+	proxyMetrics string
 }
 
 // New prepares a node.
@@ -167,7 +169,7 @@ func (a *Agent) Kube() []supervisor.Component {
 		CNIConfDir:  a.containerd.CNIConfDir,
 		PodIPDir:    a.cfg.dirs().PodIPs(),
 	}, a.log.With("component", "flannel"))
-	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, StopWait: time.Second}
+	proxy := &supervisor.InProcess{ComponentName: "kube-proxy", Setup: a.setupProxy, Check: a.proxySynced, StopWait: time.Second}
 	comps := []supervisor.Component{kubelet, fl, proxy, a.networkPolicy()}
 	if a.cfg.LocalStoragePath != "" {
 		comps = append(comps, a.localStorage())

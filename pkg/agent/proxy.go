@@ -1,9 +1,14 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
@@ -60,6 +65,9 @@ func (a *Agent) setupProxy(context.Context) (func(context.Context) error, error)
 	if err != nil {
 		return nil, err
 	}
+	if f := fs.Lookup("metrics-bind-address"); f != nil {
+		a.proxyMetrics = f.Value.String()
+	}
 	if err := opts.Complete(fs); err != nil {
 		return nil, fmt.Errorf("kube-proxy: %w", err)
 	}
@@ -67,4 +75,60 @@ func (a *Agent) setupProxy(context.Context) (func(context.Context) error, error)
 		return nil, fmt.Errorf("kube-proxy: %w", err)
 	}
 	return opts.Run, nil
+}
+
+// proxySynced waits (at most proxySyncWait) until kube-proxy has written its
+// rules once, as its metrics say. The network-policy controller starts
+// after it: kube-router rewrites the whole filter table with
+// iptables-save/iptables-restore, and run at the same moment as
+// kube-proxy's first sync it can drop chains kube-proxy has just made (a
+// node's pods then could not reach Services for minutes, until kube-proxy's
+// next full sync). Best effort: without metrics it returns at once.
+func (a *Agent) proxySynced(ctx context.Context) error {
+	addr := a.proxyMetrics
+	if addr == "" || addr == "0" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, proxySyncWait)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		if proxyHasSynced(ctx, client, "http://"+addr+"/metrics") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Debug("kube-proxy has not synced its rules yet; starting the next components anyway", "waited", proxySyncWait)
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+const proxySyncWait = 30 * time.Second
+
+// proxyHasSynced reports whether kube-proxy's metrics show a sync of its
+// rules (a non-zero kubeproxy_sync_proxy_rules_last_timestamp_seconds).
+func proxyHasSynced(ctx context.Context, client *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "kubeproxy_sync_proxy_rules_last_timestamp_seconds") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		return err == nil && v > 0
+	}
+	return false
 }

@@ -1,6 +1,10 @@
 package agent
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -62,5 +66,23 @@ func TestCheckArgs(t *testing.T) {
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("err = %v, want one with %q", err, tt.want)
 		}
+	}
+}
+
+// kube-proxy has synced once its metrics show a last-sync timestamp.
+func TestProxyHasSynced(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want bool
+	}{
+		{"# HELP x\nkubeproxy_sync_proxy_rules_last_timestamp_seconds 0\n", false},
+		{"kubeproxy_sync_proxy_rules_last_timestamp_seconds 1.796e+09\n", true},
+		{"kubeproxy_sync_proxy_rules_duration_seconds_count 3\n", false},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, tc.body) }))
+		if got := proxyHasSynced(context.Background(), srv.Client(), srv.URL+"/metrics"); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.body, got, tc.want)
+		}
+		srv.Close()
 	}
 }
