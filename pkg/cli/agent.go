@@ -23,7 +23,7 @@ import (
 
 func agentFlags() []cli.Flag {
 	flags := append(commonFlags(),
-		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "URL of a bramble server, https://<host>:6443", EnvVars: env("server", "BRAMBLE_URL")},
+		serverURLFlag("URL of a bramble server, https://<host>:6443"),
 	)
 	return append(flags, nodeFlags()...)
 }
