@@ -98,6 +98,9 @@ func (d *Datastore) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := probe(ctx, d.cfg.Endpoint); err != nil {
+		return err
+	}
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	var grpcSrv *grpc.Server
