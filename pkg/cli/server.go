@@ -66,6 +66,9 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkNewCluster(ctx, cfg, log); err != nil {
+		return err
+	}
 	release, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
@@ -138,6 +141,25 @@ func fetchBootstrap(ctx context.Context, cfg server.Config, log *slog.Logger) (b
 		return nil, fmt.Errorf("server join: %w", err)
 	}
 	return st, nil
+}
+
+// checkNewCluster refuses to start a new cluster (no CA in the data dir,
+// no --server) on a shared datastore that holds one already: the server
+// would sign with certificate authorities of its own over the other
+// servers' objects. It must join them.
+func checkNewCluster(ctx context.Context, cfg server.Config, log *slog.Logger) error {
+	if !cfg.Shared() || cfg.JoinServer != "" || bootstrap.Installed(server.NewPaths(cfg.DataDir).Root()) {
+		return nil
+	}
+	held, err := datastore.HoldsCluster(ctx, cfg.DatastoreEndpoint)
+	switch {
+	case err != nil:
+		// Not reachable yet, say: kine waits for it, as before.
+		log.Warn("could not check whether the datastore holds a cluster already", "err", err)
+	case held:
+		return fmt.Errorf("--datastore-endpoint %s holds a cluster already, and %s has none of its certificates: join it as a further server with --server https://<a running server>:6443 and its server token, or give this server an empty database", datastore.Redacted(cfg.DatastoreEndpoint), cfg.DataDir)
+	}
+	return nil
 }
 
 // serverConfig turns flags into the control plane's typed configuration,

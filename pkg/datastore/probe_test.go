@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,5 +36,18 @@ func TestProbeUnreachableIsNotRefused(t *testing.T) {
 		if err := probe(ctx, e); err != nil {
 			t.Errorf("%s: %v", Redacted(e), err)
 		}
+	}
+}
+
+// Whether a datastore holds a cluster cannot be told from an unreachable
+// one: an error, never "no cluster".
+func TestHoldsClusterUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := HoldsCluster(ctx, "postgres://u:s3cret@127.0.0.1:1/kine?sslmode=disable&connect_timeout=2"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("unreachable: %v", err)
+	}
+	if held, err := HoldsCluster(ctx, "https://etcd:2379"); held || err != nil {
+		t.Errorf("etcd endpoint: %v %v", held, err)
 	}
 }
