@@ -5,7 +5,9 @@ set -eu
 need=""
 # For tests/shellcheck and tests/install (scripts/testroot.sh): shellcheck,
 # debootstrap, zstd. ipset: every node's network-policy controller runs it.
-for pkg in gcc libc6-dev iproute2 iptables ipset shellcheck debootstrap zstd "$@"; do
+# postgresql: tests/cluster's servers sharing an external datastore (the
+# test runs its own instance; the package's own service is not used).
+for pkg in gcc libc6-dev iproute2 iptables ipset shellcheck debootstrap zstd postgresql "$@"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
