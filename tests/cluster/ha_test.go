@@ -6,7 +6,8 @@ package cluster_test
 // dir as it was), every node gets Ready, and after kill -9 of the server
 // that holds the scheduler's, the controller-manager's and bramble's own
 // leases the other takes them over, schedules and runs a new Deployment,
-// and every write acknowledged before the kill is there.
+// every write acknowledged before the kill is there, and the agent (joined
+// to the killed server) carries on through the other.
 
 import (
 	"context"
@@ -237,6 +238,11 @@ func TestHAPostgres(t *testing.T) {
 		}
 	})
 
+	// The agent's load balancer learns pi2 from the cluster before pi1 goes.
+	testutil.WaitFor(t, time.Minute, "pi3's load balancer to list pi2", func() bool {
+		return strings.Contains(pi3.LogTail(1<<20), pi2.IP()+":6443")
+	})
+
 	// The leases are pi1's: it started first, and nothing took them since.
 	holders := leaseHolders(t, ctx, cs1)
 	for _, l := range haLeases {
@@ -344,14 +350,9 @@ func TestHAPostgres(t *testing.T) {
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{
-						// pi2: the only node whose kubelet still has an
-						// apiserver (the agent knows only pi1 until agents
-						// fail over by themselves).
-						NodeSelector:                  map[string]string{"kubernetes.io/hostname": "pi2"},
-						TerminationGracePeriodSeconds: new(int64),
-						Containers:                    []corev1.Container{{Name: "sleep", Image: busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}},
-					},
+					// pi2: the surviving server's own node (the agent's
+					// failover is AgentFailsOver).
+					Spec: sleepSpec("pi2"),
 				},
 			},
 		}
@@ -373,10 +374,43 @@ func TestHAPostgres(t *testing.T) {
 		t.Logf("Deployment created through pi2 Running %.1f s later (%.1f s after the kill)", time.Since(created).Seconds(), time.Since(killed).Seconds())
 	})
 
+	t.Run("AgentFailsOver", func(t *testing.T) {
+		// The agent joined pi1; its kubelet now renews its lease and runs
+		// a new pod through pi2.
+		testutil.WaitFor(t, time.Minute, "pi3's kubelet to renew its lease after the kill", func() bool {
+			l, err := cs2.CoordinationV1().Leases("kube-node-lease").Get(ctx, "pi3", metav1.GetOptions{})
+			return err == nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(killed.Add(3*time.Second))
+		})
+		if kn, err := cs2.CoreV1().Nodes().Get(ctx, "pi3", metav1.GetOptions{}); err != nil || !cluster.NodeReady(kn) {
+			t.Errorf("pi3 not Ready after the kill (%v)", err)
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "on-agent", Namespace: "ha"},
+			Spec:       sleepSpec("pi3"),
+		}
+		if _, err := cs2.CoreV1().Pods("ha").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 2*time.Minute, "a new pod Running on the agent", func() bool {
+			p, err := cs2.CoreV1().Pods("ha").Get(ctx, "on-agent", metav1.GetOptions{})
+			return err == nil && p.Status.Phase == corev1.PodRunning
+		})
+		t.Logf("pod on the agent Running %.1f s after the kill", time.Since(killed).Seconds())
+	})
+
 	for _, n := range []*cluster.Node{pi1, pi2} {
 		if strings.Contains(n.LogTail(1<<30), pg.Password) {
 			t.Errorf("%s logged the datastore password", n.Host)
 		}
+	}
+}
+
+// sleepSpec is a pod that sleeps on node (busybox, imported on every node).
+func sleepSpec(node string) corev1.PodSpec {
+	return corev1.PodSpec{
+		NodeSelector:                  map[string]string{"kubernetes.io/hostname": node},
+		TerminationGracePeriodSeconds: new(int64),
+		Containers:                    []corev1.Container{{Name: "sleep", Image: busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}},
 	}
 }
 
