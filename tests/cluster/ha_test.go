@@ -76,9 +76,14 @@ func TestHAPostgres(t *testing.T) {
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("bramble-ha-test-logs-%d", time.Now().Unix()))
 			for _, n := range c.Nodes() {
 				t.Logf("==== %s bramble log (last 4000 bytes):\n%s", n.Host, n.LogTail(4000))
+				if b, err := os.ReadFile(n.LogFile()); err == nil && os.MkdirAll(keep, 0o700) == nil {
+					_ = os.WriteFile(filepath.Join(keep, n.Host+".log"), b, 0o600)
+				}
 			}
+			t.Logf("node logs kept in %s", keep)
 			if pg != nil {
 				t.Logf("==== postgres log:\n%s", pg.LogTail())
 			}
