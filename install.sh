@@ -43,7 +43,9 @@
 # Environment:
 #   BRAMBLE_*                        written to the environment file bramble reads
 #                                    (BRAMBLE_URL, BRAMBLE_TOKEN, BRAMBLE_DATA_DIR, ...)
-#   BRAMBLE_URL                      server to join: installs an agent (BRAMBLE_TOKEN is then required)
+#   BRAMBLE_URL                      server to join: installs an agent (BRAMBLE_TOKEN is then required);
+#                                    with `server`, a further server of that cluster (the server token
+#                                    and BRAMBLE_DATASTORE_ENDPOINT, the database the servers share)
 #   INSTALL_BRAMBLE_DOWNLOAD_URL     where bramble-<arch>, bramble-airgap-images-<arch>.tar.zst and
 #                                    sha256sum-<arch>.txt (listing both) are (default: the latest
 #                                    GitHub release,

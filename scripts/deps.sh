@@ -5,6 +5,7 @@ set -eu
 need=""
 # For tests/shellcheck and tests/install (scripts/testroot.sh): shellcheck,
 # debootstrap, zstd. ipset: every node's network-policy controller runs it.
+# Extra packages as arguments (make test-ha: postgresql).
 for pkg in gcc libc6-dev iproute2 iptables ipset shellcheck debootstrap zstd "$@"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done

@@ -14,16 +14,18 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bramble-pi/bramble/pkg/join"
+	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/layout"
 	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/process"
+	"github.com/bramble-pi/bramble/pkg/serverlb"
 	"github.com/bramble-pi/bramble/pkg/supervisor"
 )
 
 func agentFlags() []cli.Flag {
 	flags := append(commonFlags(),
-		&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "URL of a bramble server, https://<host>:6443", EnvVars: env("server", "BRAMBLE_URL")},
+		serverURLFlag("URL of a bramble server, https://<host>:6443"),
 	)
 	return append(flags, nodeFlags()...)
 }
@@ -45,6 +47,13 @@ func runAgent(c *cli.Context) error {
 	serverURL, err := join.ValidateServerURL(c.String("server"))
 	if err != nil {
 		return err
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return err
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "443")
 	}
 	dataDir := c.String("data-dir")
 	if dataDir == "" {
@@ -97,6 +106,15 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster settings from %s: %w", serverURL, err)
 	}
+	// The node's components reach the apiservers through a local load
+	// balancer: the server it joined, and every other the cluster lists.
+	lb, err := serverlb.Listen(serverlb.DefaultPort, u.Host, log.With("component", "server-lb"))
+	if err != nil {
+		return err
+	}
+	if err := creds.WriteKubeconfigs(lb.URL()); err != nil {
+		return err
+	}
 	cfg := nodeConfig(c, facts, nodeName, nodeIP, dataDir, cl)
 	cfg.Creds = creds
 	cfg.ImageServer = serverURL
@@ -104,7 +122,8 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	components := append(node.Components(pause.Archive()), &supervisor.InProcess{ComponentName: "node-certificates",
+	components := append([]supervisor.Component{serverLB(lb, creds.KubeProxyKubeconfig)}, node.Components(pause.Archive())...)
+	components = append(components, &supervisor.InProcess{ComponentName: "node-certificates",
 		Setup: func(context.Context) (func(context.Context) error, error) {
 			return func(ctx context.Context) error {
 				return join.KeepCurrent(ctx, joinReq, log.With("component", "node-certificates"))
@@ -121,6 +140,21 @@ func runAgent(c *cli.Context) error {
 	}
 	log.Info("bramble agent stopped")
 	return nil
+}
+
+// serverLB runs the load balancer, following the cluster's list of
+// apiservers with kube-proxy's identity.
+func serverLB(lb *serverlb.LB, kubeconfigPath string) supervisor.Component {
+	return &supervisor.InProcess{ComponentName: "server-lb", StopWait: time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
+		cs, err := kubeconfig.Clientset(kubeconfigPath, 0)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error {
+			go func() { _ = lb.Follow(ctx, cs) }()
+			return lb.Run(ctx)
+		}, nil
+	}}
 }
 
 // clusterOf parses the settings a server sent.

@@ -122,8 +122,15 @@ func commonFlags() []cli.Flag {
 	}
 }
 
+// serverURLFlag is --server: the server an agent, or a further server,
+// joins.
+func serverURLFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: usage, EnvVars: env("server", "BRAMBLE_URL")}
+}
+
 func serverFlags() []cli.Flag {
 	return append(append(commonFlags(),
+		serverURLFlag("join the cluster of this server as a further server, https://<host>:6443 (with the server token and the same --datastore-endpoint)"),
 		str("bind-address", "0.0.0.0", "address the apiserver listens on"),
 		&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "apiserver and supervisor HTTPS port", EnvVars: env("https-listen-port")},
 		str("advertise-address", "", "address the apiserver advertises to the cluster (default: the node IP)"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -14,9 +15,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/bramble-pi/bramble/pkg/bootstrap"
 	"github.com/bramble-pi/bramble/pkg/containerd"
+	"github.com/bramble-pi/bramble/pkg/datastore"
 	"github.com/bramble-pi/bramble/pkg/flannel"
 	"github.com/bramble-pi/bramble/pkg/hostcheck"
+	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/logging"
 	"github.com/bramble-pi/bramble/pkg/pause"
 	"github.com/bramble-pi/bramble/pkg/pki"
@@ -53,6 +57,18 @@ func runServer(c *cli.Context) error {
 	if err := server.CheckArgs(cfg); err != nil {
 		return err
 	}
+	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// A further server gets the cluster's shared state before anything is
+	// written: a refused join leaves the data dir as it was.
+	joined, err := fetchBootstrap(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := checkNewCluster(ctx, cfg, log); err != nil {
+		return err
+	}
 	release, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
@@ -61,12 +77,15 @@ func runServer(c *cli.Context) error {
 	if err := portFree(cfg.BindAddress, cfg.HTTPSPort); err != nil {
 		return err
 	}
-	log := logging.Setup(c.App.ErrWriter, c.Bool("debug"))
+	if joined != nil {
+		if err := bootstrap.Install(server.NewPaths(cfg.DataDir).Root(), joined); err != nil {
+			return err
+		}
+		log.Info("joined the cluster as a further server: its certificate authorities, keys and tokens are in the data dir", "server", cfg.JoinServer)
+	}
 	if err := process.Setup(process.Settings{NodeName: nodeNameIf(runNode, cfg.NodeName), KubeletArgs: passedArgs(c, "kubelet-arg"), WireGuardKeyFile: wireGuardKeyFile}, log); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if err := serveProfiles(ctx, c, log); err != nil {
 		return err
 	}
@@ -109,6 +128,40 @@ func runServer(c *cli.Context) error {
 	return nil
 }
 
+// fetchBootstrap gets the cluster's shared state (CAs, keys, tokens) from
+// --server at a further server's first start; nil when the data dir has it
+// already or the server starts a cluster of its own.
+func fetchBootstrap(ctx context.Context, cfg server.Config, log *slog.Logger) (bootstrap.State, error) {
+	if cfg.JoinServer == "" || bootstrap.Installed(server.NewPaths(cfg.DataDir).Root()) {
+		return nil, nil
+	}
+	log.Info("joining the cluster as a further server", "server", cfg.JoinServer)
+	st, err := join.FetchBootstrap(ctx, cfg.JoinServer, cfg.Token, log)
+	if err != nil {
+		return nil, fmt.Errorf("server join: %w", err)
+	}
+	return st, nil
+}
+
+// checkNewCluster refuses to start a new cluster (no CA in the data dir,
+// no --server) on a shared datastore that holds one already: the server
+// would sign with certificate authorities of its own over the other
+// servers' objects. It must join them.
+func checkNewCluster(ctx context.Context, cfg server.Config, log *slog.Logger) error {
+	if !cfg.Shared() || cfg.JoinServer != "" || bootstrap.Installed(server.NewPaths(cfg.DataDir).Root()) {
+		return nil
+	}
+	held, err := datastore.HoldsCluster(ctx, cfg.DatastoreEndpoint)
+	switch {
+	case err != nil:
+		// Not reachable yet, say: kine waits for it, as before.
+		log.Warn("could not check whether the datastore holds a cluster already", "err", err)
+	case held:
+		return fmt.Errorf("--datastore-endpoint %s holds a cluster already, and %s has none of its certificates: join it as a further server with --server https://<a running server>:6443 and its server token, or give this server an empty database", datastore.Redacted(cfg.DatastoreEndpoint), cfg.DataDir)
+	}
+	return nil
+}
+
 // serverConfig turns flags into the control plane's typed configuration,
 // naming the flag in every error.
 func serverConfig(c *cli.Context) (server.Config, error) {
@@ -142,6 +195,17 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	}
 	if cfg.NodeCertLifetime < 2*time.Minute || cfg.NodeCertLifetime > 10*pki.LeafLifetime {
 		return cfg, fmt.Errorf("--node-cert-validity: %s is not between 2m and 87600h (10 years)", cfg.NodeCertLifetime)
+	}
+	if err := datastore.CheckEndpoint(cfg.DatastoreEndpoint); err != nil {
+		return cfg, err
+	}
+	if s := c.String("server"); s != "" {
+		if cfg.JoinServer, err = join.ValidateServerURL(s); err != nil {
+			return cfg, err
+		}
+		if !cfg.Shared() {
+			return cfg, errors.New("--server: a further server shares the cluster's datastore: give the --datastore-endpoint (postgres://, mysql://) the other servers use")
+		}
 	}
 	if err := cfg.Snapshots.Check(); err != nil {
 		return cfg, err

@@ -84,7 +84,9 @@ func TestServerConfigErrors(t *testing.T) {
 
 		{"config file: unknown key", invocation{config: "https-listen-prot: 7443"}, `unknown key "https-listen-prot" (did you mean "https-listen-port"?)`},
 		{"config file: unknown key, nothing close", invocation{config: "zzzzzzzzzzzz: 1"}, `unknown key "zzzzzzzzzzzz"`},
-		{"config file: an agent key", invocation{config: "server: https://pi1:6443"}, `unknown key "server"`},
+		{"config file: --server without a shared datastore", invocation{config: "server: https://pi1:6443"}, `--server: a further server shares the cluster's datastore`},
+		{"--server not a URL", invocation{args: []string{"--server", "pi1:6443", "--datastore-endpoint", "postgres://db/kine"}}, `--server: "pi1:6443" is not a URL`},
+		{"datastore endpoint of no kind kine knows, password hidden", invocation{args: []string{"--datastore-endpoint", "postgress://u:s3cret@db/kine"}}, `--datastore-endpoint postgress://u:xxxxx@db/kine: want postgres://`},
 		{"config file: the config key", invocation{config: "config: /etc/other.yaml"}, `unknown key "config"`},
 		{"config file: bad number", invocation{config: "https-listen-port: abc"}, `key "https-listen-port": invalid value "abc"`},
 		{"config file: fraction for a number", invocation{config: "https-listen-port: 7443.5"}, `key "https-listen-port": invalid value "7443.5"`},

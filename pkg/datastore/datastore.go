@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -98,6 +98,9 @@ func (d *Datastore) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := probe(ctx, d.cfg.Endpoint); err != nil {
+		return err
+	}
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	var grpcSrv *grpc.Server
@@ -121,9 +124,11 @@ func (d *Datastore) Start(ctx context.Context) error {
 		CompactMinRetain:     1000,
 		CompactBatchSize:     1000,
 		PollBatchSize:        500,
-		// Kine polls the database for changes made by other writers; with one
-		// server this only costs CPU and wakeups on a Pi.
-		PollInterval:        5 * time.Second,
+		// Kine polls the database for changes made by other writers: with
+		// one server on SQLite there are none, and polling costs CPU and
+		// wakeups on a Pi; a shared datastore has other servers' writes,
+		// which this server's watches see only at the next poll.
+		PollInterval:        d.pollInterval(),
 		NotifyInterval:      5 * time.Second,
 		EmulatedETCDVersion: "3.6.11",
 		LogFormat:           "plain",
@@ -134,7 +139,7 @@ func (d *Datastore) Start(ctx context.Context) error {
 			d.checkDB.Close()
 		}
 		if d.cfg.Endpoint != "" {
-			return fmt.Errorf("start kine on --datastore-endpoint %s: %w", redacted(d.cfg.Endpoint), err)
+			return fmt.Errorf("start kine on --datastore-endpoint %s: %w", Redacted(d.cfg.Endpoint), err)
 		}
 		return fmt.Errorf("start kine: %w", err)
 	}
@@ -149,13 +154,58 @@ func (d *Datastore) Start(ctx context.Context) error {
 	return nil
 }
 
-// redacted is an endpoint without its password, for errors.
-func redacted(endpoint string) string {
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return "(not a URL)"
+func (d *Datastore) pollInterval() time.Duration {
+	if Shared(d.cfg.Endpoint) {
+		return time.Second
 	}
-	return u.Redacted()
+	return 5 * time.Second
+}
+
+// Redacted is an endpoint without its password, for logs and errors. It
+// works on kine's DSNs that are not URLs too (mysql://user:pass@tcp(host)/db).
+func Redacted(endpoint string) string {
+	scheme, rest, ok := strings.Cut(endpoint, "://")
+	if !ok {
+		return "(not an endpoint URL)"
+	}
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return endpoint
+	}
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if !hasPassword {
+		return endpoint
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// Schemes are the endpoint schemes kine serves (besides SQLite's).
+var Schemes = []string{"sqlite", "postgres", "postgresql", "mysql", "http", "https", "unix", "nats"}
+
+// CheckEndpoint refuses a --datastore-endpoint kine does not know, before
+// anything starts; the error never holds the password.
+func CheckEndpoint(endpoint string) error {
+	if endpoint == "" {
+		return nil
+	}
+	scheme, rest, ok := strings.Cut(endpoint, "://")
+	if !ok || !slices.Contains(Schemes, scheme) {
+		return fmt.Errorf("--datastore-endpoint %s: want postgres://user:password@host:5432/db, mysql://user:password@tcp(host:3306)/db, sqlite://file or an etcd https:// URL", Redacted(endpoint))
+	}
+	if rest == "" {
+		return fmt.Errorf("--datastore-endpoint %s: no host or file", Redacted(endpoint))
+	}
+	return nil
+}
+
+// Shared says whether an endpoint is a datastore other servers can use
+// too (anything but SQLite).
+func Shared(endpoint string) bool {
+	return endpoint != "" && !strings.HasPrefix(endpoint, "sqlite://")
 }
 
 // compactInterval is how often kine deletes old revisions.

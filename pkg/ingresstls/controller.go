@@ -36,6 +36,9 @@ type Controller struct {
 	secrets   cache.SharedIndexInformer
 	queue     workloop.Queue // namespaces
 	synced    atomic.Bool
+	// act, when set, holds back the writes until it is closed (the server
+	// leads; the cache, which the apiserver's filter reads, runs at once).
+	act <-chan struct{}
 	// notTLS remembers referenced Secrets found without tls.crt/tls.key,
 	// by namespace/name, at the resourceVersion seen: not fetched again
 	// until they change. Used by the one worker only.
@@ -102,6 +105,11 @@ func (c *Controller) Labelled(namespace, name string) bool {
 	return ok && m.GetLabels()[Label] == "true"
 }
 
+// ActAfter holds the controller's writes back until act is closed (with
+// several servers, only the elected one labels); its cache serves at once.
+// Call it before Run.
+func (c *Controller) ActAfter(act <-chan struct{}) { c.act = act }
+
 // Run keeps the labels right until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
@@ -111,6 +119,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil // ctx ended
 	}
 	c.synced.Store(true)
+	if c.act != nil {
+		select {
+		case <-c.act:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	workloop.Run(ctx, c.queue, c.sync, func(ns string, err error) {
 		c.log.Warn("ingress TLS secrets: retrying", "namespace", ns, "err", err)
 	})

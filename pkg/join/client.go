@@ -318,23 +318,50 @@ func FetchCA(ctx context.Context, server string) ([]byte, error) {
 	return body, nil
 }
 
-func join(ctx context.Context, req Request, tok token.Token, password string, csrs map[string][]byte, log *slog.Logger) (NodeResponse, error) {
-	ca, err := FetchCA(ctx, req.Server)
+// pinnedClient fetches the server's CA, checks it against the token's hash
+// and returns a client that trusts only that CA.
+func pinnedClient(ctx context.Context, server string, tok token.Token, log *slog.Logger) (*http.Client, error) {
+	ca, err := FetchCA(ctx, server)
 	if err != nil {
-		return NodeResponse{}, err
+		return nil, err
 	}
 	if tok.CAHash == "" {
 		log.Warn("the token has no CA hash, so the server cannot be verified before the token is sent; use the full K10... token from `bramble token show`")
 	} else if err := tok.VerifyCA(ca); err != nil {
-		return NodeResponse{}, fmt.Errorf("%w: %s: %w", ErrRefused, req.Server, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrRefused, server, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {
-		return NodeResponse{}, fmt.Errorf("%w: %s sent an unreadable CA", ErrRefused, req.Server)
+		return nil, fmt.Errorf("%w: %s sent an unreadable CA", ErrRefused, server)
 	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: tlspolicy.Apply(&tls.Config{RootCAs: pool}),
-	}}
+	}}, nil
+}
+
+// sendPinned sends r with the pinned client, turning a TLS failure
+// (the server's certificate does not fit its CA or name) into a refusal.
+func sendPinned(client *http.Client, r *http.Request, server string) ([]byte, int, error) {
+	body, code, err := send(client, r)
+	if err != nil {
+		var uerr x509.UnknownAuthorityError
+		var herr x509.HostnameError
+		if errors.As(err, &herr) {
+			return nil, 0, fmt.Errorf("%w: %s: %w (add the name or address you join with to the server's --tls-san)", ErrRefused, server, err)
+		}
+		if errors.As(err, &uerr) {
+			return nil, 0, fmt.Errorf("%w: %s: %w", ErrRefused, server, err)
+		}
+		return nil, 0, err
+	}
+	return body, code, nil
+}
+
+func join(ctx context.Context, req Request, tok token.Token, password string, csrs map[string][]byte, log *slog.Logger) (NodeResponse, error) {
+	client, err := pinnedClient(ctx, req.Server, tok, log)
+	if err != nil {
+		return NodeResponse{}, err
+	}
 	user := tok.User
 	if user == "" {
 		user = token.AgentUser
@@ -350,16 +377,8 @@ func join(ctx context.Context, req Request, tok token.Token, password string, cs
 	r.Header.Set(PasswordHeader, password)
 	r.Header.Set("Content-Type", "application/json")
 	r.SetBasicAuth(user, tok.Secret)
-	body, code, err := send(client, r)
+	body, code, err := sendPinned(client, r, req.Server)
 	if err != nil {
-		var uerr x509.UnknownAuthorityError
-		var herr x509.HostnameError
-		if errors.As(err, &herr) {
-			return NodeResponse{}, fmt.Errorf("%w: %s: %w (add the name or address you join with to the server's --tls-san)", ErrRefused, req.Server, err)
-		}
-		if errors.As(err, &uerr) {
-			return NodeResponse{}, fmt.Errorf("%w: %s: %w", ErrRefused, req.Server, err)
-		}
 		return NodeResponse{}, err
 	}
 	msg := strings.TrimSpace(string(body))

@@ -22,6 +22,9 @@ const (
 	// node proves its name with its current kubelet client certificate and
 	// its node password, and sends new certificate requests (no token).
 	RenewPath = "/v1-bramble/node-certs"
+	// BootstrapPath gives a joining server the cluster's shared state
+	// (pkg/bootstrap), sealed with the server token; server token only.
+	BootstrapPath = "/v1-bramble/server-bootstrap"
 	// PasswordHeader carries the node password.
 	PasswordHeader = "Bramble-Node-Password"
 )

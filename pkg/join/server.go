@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/bramble-pi/bramble/pkg/bootstrap"
 	"github.com/bramble-pi/bramble/pkg/nodecreds"
 	"github.com/bramble-pi/bramble/pkg/ratelimit"
 	"github.com/bramble-pi/bramble/pkg/token"
@@ -34,8 +35,12 @@ type Server struct {
 	serverNode string        // the server's own node name, never given out
 	issuer     Issuer
 	log        *slog.Logger
-	client     atomic.Pointer[clientHolder]
-	mounts     []mount
+	// serverToken alone fetches the bootstrap state; bootstrap reads it
+	// (nil: this server's datastore cannot be shared).
+	serverToken token.Token
+	bootstrap   func() (bootstrap.State, error)
+	client      atomic.Pointer[clientHolder]
+	mounts      []mount
 }
 
 // Issuer signs a joining node's certificates.
@@ -55,6 +60,9 @@ type ServerOptions struct {
 	Tokens     []token.Token // static tokens that may join: server and agent token
 	ServerNode string        // the server's own node name
 	Issuer     Issuer
+	// Bootstrap reads the state a joining server gets (BootstrapPath); nil
+	// when other servers cannot share this one's datastore (SQLite).
+	Bootstrap func() (bootstrap.State, error)
 }
 
 // mount is another handler served on the same port (the image registry).
@@ -70,10 +78,13 @@ func NewServer(o ServerOptions, log *slog.Logger) (*Server, error) {
 	if !pool.AppendCertsFromPEM(o.ClientCA) {
 		return nil, errors.New("join: the client CA is not a PEM certificate")
 	}
-	s := &Server{caBundle: o.CABundle, clientCAs: pool, config: o.Cluster, serverNode: o.ServerNode, issuer: o.Issuer, log: log}
+	s := &Server{caBundle: o.CABundle, clientCAs: pool, config: o.Cluster, serverNode: o.ServerNode, issuer: o.Issuer, log: log, bootstrap: o.Bootstrap}
 	for _, t := range o.Tokens {
 		if t.Secret != "" {
 			s.secrets = append(s.secrets, t)
+		}
+		if t.User == token.ServerUser && t.Secret != "" {
+			s.serverToken = t
 		}
 	}
 	return s, nil
@@ -113,6 +124,8 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 			s.servePassword(w, r)
 		case RenewPath:
 			s.serveRenew(w, r)
+		case BootstrapPath:
+			s.serveBootstrap(w, r)
 		}
 	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -120,7 +133,7 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 		case CACertsPath:
 			w.Header().Set("Content-Type", "application/x-pem-file")
 			_, _ = w.Write(s.caBundle)
-		case NodePath, PasswordPath, RenewPath:
+		case NodePath, PasswordPath, RenewPath, BootstrapPath:
 			limited.ServeHTTP(w, r)
 		default:
 			for _, m := range s.mounts {

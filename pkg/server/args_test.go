@@ -97,6 +97,17 @@ func TestAPIServerArgs(t *testing.T) {
 				"tls-cipher-suites":           {"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"},
 				"profiling":                   {"false"},
 				"requestheader-allowed-names": {"system:auth-proxy"},
+				"endpoint-reconciler-type":    {"master-count"},
+				"apiserver-count":             {"1"},
+			},
+		},
+		{
+			name:   "a shared datastore: several servers keep the kubernetes Service's endpoints with leases",
+			change: func(c *Config) { c.DatastoreEndpoint = "postgres://bramble:secret@db:5432/kine" },
+			etcd:   []string{"unix:///var/lib/bramble/server/kine.sock"},
+			want: map[string][]string{
+				"endpoint-reconciler-type": {"lease"},
+				"apiserver-count":          nil,
 			},
 		},
 		{
@@ -181,6 +192,16 @@ func TestSchedulerArgs(t *testing.T) {
 	})
 	if err := parseFlags("kube-scheduler", *schedoptions.NewOptions().Flags, args); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With a shared datastore several servers may run: the scheduler and the
+// controller-manager elect a leader; one server on SQLite does not.
+func TestLeaderElectionOnlyWhenShared(t *testing.T) {
+	for endpoint, want := range map[string]string{"": "false", "sqlite:///d/state.db": "false", "postgres://db/kine": "true", "mysql://u:p@tcp(db)/kine": "true"} {
+		cp := testControlPlane(t, func(c *Config) { c.DatastoreEndpoint = endpoint })
+		checkFlags(t, cp.schedulerArgs(), map[string][]string{"leader-elect": {want}})
+		checkFlags(t, cp.controllerManagerArgs(), map[string][]string{"leader-elect": {want}})
 	}
 }
 

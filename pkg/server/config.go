@@ -29,9 +29,12 @@ type Config struct {
 	FlannelBackend    string
 	NetworkPolicy     bool // every node enforces NetworkPolicies (sent to agents at join)
 	DatastoreEndpoint string
-	KubeconfigPath    string
-	KubeconfigMode    os.FileMode
-	Disable           []string // bundled add-ons to leave out
+	// JoinServer is a running server of the cluster this server joins
+	// (--server; its bootstrap state comes from there at the first start).
+	JoinServer     string
+	KubeconfigPath string
+	KubeconfigMode os.FileMode
+	Disable        []string // bundled add-ons to leave out
 	// The user's extra flags (name=value) for the control-plane components:
 	// --kube-apiserver-arg, --kube-scheduler-arg, --kube-controller-manager-arg.
 	APIServerArgs, SchedulerArgs, ControllerArgs []string

@@ -61,6 +61,9 @@ func (cp *ControlPlane) ingressTLS() supervisor.Component {
 			return nil, err
 		}
 		cp.traefikSecrets.Serve(c)
+		if cp.leader != nil {
+			c.ActAfter(cp.leader.leading)
+		}
 		return c.Run, nil
 	}}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bramble-pi/bramble/manifests"
+	"github.com/bramble-pi/bramble/pkg/bootstrap"
 	"github.com/bramble-pi/bramble/pkg/datastore"
 	"github.com/bramble-pi/bramble/pkg/deploy"
 	"github.com/bramble-pi/bramble/pkg/ingresstls"
@@ -37,6 +38,9 @@ type ControlPlane struct {
 	// encryption: the apiserver reads the encryption config file.
 	encryption bool
 	ownNode    ownNode // set by EnsureNodeCredentials
+	// leader elects bramble's own controllers on a shared datastore (nil
+	// with one server on SQLite).
+	leader *leader
 }
 
 // CheckArgs refuses a bad --kube-*-arg: call it before anything is written
@@ -86,9 +90,18 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 			return nil, err
 		}
 	}
+	// Made before any server can join, which gets it with the CAs.
+	if _, err := deploy.EnsureTieKey(p.Cred("addon-tie.key")); err != nil {
+		return nil, err
+	}
 	log.Debug("control plane files ready", "dir", p.Root(), "took", time.Since(begin).Round(time.Millisecond))
 	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption,
 		traefikSecrets: ingresstls.NewFilter(ingresstls.TraefikUser)}
+	var shared func() (bootstrap.State, error)
+	if cfg.Shared() {
+		cp.leader = &leader{leading: make(chan struct{})}
+		shared = func() (bootstrap.State, error) { return bootstrap.Collect(p.Root()) }
+	}
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
 		ClusterDNS: cfg.ClusterDNS.String(), ClusterDomain: cfg.ClusterDomain, FlannelBackend: cfg.FlannelBackend,
@@ -96,7 +109,7 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	}
 	cp.join, err = join.NewServer(join.ServerOptions{
 		CABundle: creds.CABundle, ClientCA: creds.clientCA.CertPEM, Cluster: clusterCfg,
-		Tokens: []token.Token{tok, agentTok}, ServerNode: cfg.NodeName, Issuer: cp,
+		Tokens: []token.Token{tok, agentTok}, ServerNode: cfg.NodeName, Issuer: cp, Bootstrap: shared,
 	}, log.With("component", "join"))
 	if err != nil {
 		return nil, err
@@ -142,8 +155,13 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 		}
 		return cp.creds.WriteAdminKubeconfig(cp.cfg)
 	}, cp.join.Wrap, cp.traefikSecrets.Wrap)
-	comps := []supervisor.Component{ds, api, cp.joinComponent(), cp.nodeIPAM(), newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
-		cp.deployController(cp.log.With("component", "deploy")), cp.ingressTLS(), cp.localStorage(), cp.serviceLB(), cp.metricsServer(), cp.certificates(), cp.snapshots()}
+	// With several servers the controllers that act once per cluster are
+	// elected (elected; kube-scheduler and kube-controller-manager elect
+	// their own); certificates and snapshots are each server's own.
+	comps := []supervisor.Component{ds, api, cp.joinComponent(), cp.leaderElection(), cp.elected(cp.nodeIPAM()),
+		newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
+		cp.elected(cp.deployController(cp.log.With("component", "deploy"))), cp.ingressTLS(), cp.elected(cp.localStorage()),
+		cp.elected(cp.serviceLB()), cp.elected(cp.metricsServer()), cp.certificates(), cp.snapshots()}
 	return slices.DeleteFunc(comps, func(c supervisor.Component) bool { return c == nil })
 }
 
@@ -157,6 +175,13 @@ func (cp *ControlPlane) joinComponent() supervisor.Component {
 		}
 		cp.join.SetClient(cs)
 		return func(ctx context.Context) error {
+			if cp.leader != nil { // one server frees the names
+				select {
+				case <-cp.leader.leading:
+				case <-ctx.Done():
+					return nil
+				}
+			}
 			return join.DeleteNodePasswords(ctx, cs, cp.log.With("component", "join"))
 		}, nil
 	}}
@@ -217,11 +242,16 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 		"--storage-backend=etcd3",
 		"--profiling=false",
 		"--enable-priority-and-fairness=false",
+		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
+	}
+	if c.Shared() {
+		// Several servers: each keeps its address in the kubernetes
+		// Service's endpoints with a lease, dropped when it dies.
+		args = append(args, "--endpoint-reconciler-type=lease")
+	} else {
 		// One server: the kubernetes Service's endpoints are written when
 		// they change, not a lease renewed every 10 s (SD-card writes).
-		"--endpoint-reconciler-type=master-count",
-		"--apiserver-count=1",
-		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
+		args = append(args, "--endpoint-reconciler-type=master-count", "--apiserver-count=1")
 	}
 	for _, e := range etcd {
 		args = append(args, "--etcd-servers="+e)
@@ -240,7 +270,7 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 func (cp *ControlPlane) schedulerArgs() []string {
 	return cp.cfg.schedulerExtra().Merge([]string{
 		"--kubeconfig=" + cp.creds.SchedulerKubeconfig,
-		"--leader-elect=false",
+		"--leader-elect=" + strconv.FormatBool(cp.cfg.Shared()),
 		"--secure-port=0",
 		"--profiling=false",
 		"--allow-metric-labels-manifest=" + metricLabelsPath(cp.paths),
@@ -251,7 +281,9 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 	c, cr := cp.cfg, cp.creds
 	return c.controllerExtra().Merge([]string{
 		"--kubeconfig=" + cr.ControllerKubeconfig,
-		"--leader-elect=false",
+		// Elected only with several servers possible: a lease renewed
+		// every 2 s is writes one server does not need.
+		"--leader-elect=" + strconv.FormatBool(c.Shared()),
 		"--secure-port=0",
 		"--profiling=false",
 		// Node pod CIDRs come from bramble's own node-ipam component.
