@@ -71,19 +71,21 @@ log "guest $ARCH: debootstrap $DEBIAN_SUITE minbase + $PACKAGES from $DEBIAN_MIR
 debootstrap --foreign --variant=minbase --arch="$ARCH" --include="$PACKAGES" \
 	"$DEBIAN_SUITE" "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 ||
 	{ tail -n 30 "$rootfs.log" >&2; die "debootstrap (first stage) failed, log: $rootfs.log"; }
+# The initramfs holds only the drivers that find the root on virtio-blk
+# (PCI on qemu's virt machine), loaded at boot: the guest has no udev to load
+# them, and MODULES=most under qemu-user takes many minutes. Written before
+# the second stage installs the kernel, so its one initramfs is this one.
+mkdir -p "$rootfs/etc/initramfs-tools/conf.d" "$rootfs/usr/share/initramfs-tools/modules.d"
+echo MODULES=list >"$rootfs/etc/initramfs-tools/conf.d/bramble-arm"
+printf '%s\n' virtio_pci virtio_mmio virtio_blk virtio_net ext4 >"$rootfs/usr/share/initramfs-tools/modules.d/bramble-arm"
 log "guest $ARCH: second stage under qemu-user (kernel and initramfs: minutes)"
 chroot "$rootfs" /debootstrap/debootstrap --second-stage >>"$rootfs.log" 2>&1 ||
 	{ tail -n 30 "$rootfs.log" >&2; die "debootstrap (second stage) failed, log: $rootfs.log"; }
 umount_below "$rootfs"
 
-# The drivers the initramfs needs to find the root on virtio-blk (PCI on
-# qemu's virt machine); MODULES=most normally has them, make sure.
 kver=$(basename "$(find "$rootfs/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n1)")
 [ -n "$kver" ] || die "no kernel modules in the guest root"
-printf '%s\n' virtio_pci virtio_mmio virtio_blk virtio_net ext4 >>"$rootfs/etc/initramfs-tools/modules"
-log "guest $ARCH: initramfs for $kver"
-chroot "$rootfs" update-initramfs -u -k "$kver" >>"$rootfs.log" 2>&1 ||
-	{ tail -n 30 "$rootfs.log" >&2; die "update-initramfs failed, log: $rootfs.log"; }
+[ -f "$rootfs/boot/initrd.img-$kver" ] || die "no initramfs for $kver in the guest root"
 
 install -m 0755 "$HERE/guest-init.sh" "$rootfs/sbin/bramble-guest-init"
 printf '127.0.0.1\tlocalhost\n' >"$rootfs/etc/hosts"

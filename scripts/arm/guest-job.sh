@@ -141,9 +141,21 @@ hostname "$NAME"
 echo "$NAME" >/etc/hostname
 printf '127.0.0.1\tlocalhost\n%s\t%s\n' "$IP" "$NAME" >/etc/hosts
 echo "nameserver $GATEWAY" >/etc/resolv.conf
-ip link set eth0 up
-ip addr add "$IP/24" dev eth0
-ip route add default via "$GATEWAY" dev eth0
+# The NIC (virtio-net; the initramfs's udev names it, enp0s5 on this
+# machine): the one interface besides lo.
+nic=
+i=0
+while [ -z "$nic" ] && [ $i -lt 30 ]; do
+	for d in /sys/class/net/*; do
+		[ "${d##*/}" = lo ] || [ ! -e "$d" ] || nic=${d##*/}
+	done
+	[ -n "$nic" ] || sleep 1
+	i=$((i + 1))
+done
+[ -n "$nic" ] || fail "no network interface"
+ip link set "$nic" up
+ip addr add "$IP/24" dev "$nic"
+ip route add default via "$GATEWAY" dev "$nic"
 # Flush the logs to the OUT disk now and then: the harness may stop the
 # guest at any time.
 (while :; do

@@ -21,7 +21,7 @@
 #
 # Inputs: dist/bramble-<arch> and dist/bramble-airgap-images-<arch>.tar.zst
 # (make release-bin-<arch> and make airgap; mk/arm.mk builds them).
-# Environment: AGENT=false (server only), READY_TIMEOUT, CHECK_TIMEOUT,
+# Environment: DIST_DIR (where the artifacts are, default dist/), AGENT=false (server only), READY_TIMEOUT, CHECK_TIMEOUT,
 # JOIN_TIMEOUT (seconds, in the guest), INSTALL_TIMEOUT (seconds per first
 # boot), QEMU_SMP, QEMU_MEM (MiB).
 set -euo pipefail
@@ -29,7 +29,7 @@ set -euo pipefail
 ARCH=${1:?usage: test-arm.sh arm64|armhf}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO_ROOT=$(cd "$HERE/../.." && pwd)
-DIST=$REPO_ROOT/dist
+DIST=${DIST_DIR:-$REPO_ROOT/dist}
 AGENT=${AGENT:-true}
 READY_TIMEOUT=${READY_TIMEOUT:-3600}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-2400}
@@ -82,6 +82,12 @@ cleanup() {
 			mcopy -n -s -i "$RUN/$n-out.img" '::*' "$RUN/$n/" 2>/dev/null || true
 		fi
 	done
+	for n in server agent; do
+		if [ -f "$RUN/$n-console.log.part" ]; then
+			cat "$RUN/$n-console.log.part" >>"$RUN/$n-console.log"
+			rm -f "$RUN/$n-console.log.part"
+		fi
+	done
 	rm -f "$RUN"/*.img "$RUN"/*.qcow2
 	rm -rf "$RUN/job"
 	if $ok; then
@@ -103,7 +109,7 @@ ln "$DIST/$tarball" "$RUN/job/artifacts/bramble-airgap-images-$ARCH.tar.zst" 2>/
 	cp "$DIST/$tarball" "$RUN/job/artifacts/bramble-airgap-images-$ARCH.tar.zst"
 (cd "$RUN/job/artifacts" && sha256sum "bramble-$ARCH" "bramble-airgap-images-$ARCH.tar.zst" >"sha256sum-$ARCH.txt")
 size=$(($(du -sm "$RUN/job" | cut -f1) + 64))
-mkfs.ext4 -q -L BRAMBLE-JOB -d "$RUN/job" "$RUN/job.img" "${size}M"
+mkfs.ext4 -q -L BRAMBLE-JOB -d "$RUN/job" "$RUN/job.img" "${size}M" >/dev/null
 rm -rf "$RUN/job"
 
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -152,32 +158,41 @@ boot() {
 		-drive "file=$RUN/$n-boot.img,format=raw,if=none,id=boot" -device virtio-blk-pci,drive=boot \
 		-drive "file=$RUN/job.img,format=raw,if=none,id=job,readonly=on" -device virtio-blk-pci,drive=job \
 		-drive "file=$RUN/$n-out.img,format=raw,if=none,id=out" -device virtio-blk-pci,drive=out \
-		-netdev "socket,id=net,$net" -device "virtio-net-pci,netdev=net,mac=$mac" \
+		-netdev "socket,id=net,$net" -device "virtio-net-pci,netdev=net,mac=$mac,romfile=" \
 		-display none -monitor none -serial "file:$RUN/$n-console.log.part" -no-reboot \
 		</dev/null >>"$RUN/$n-qemu.log" 2>&1 &
 	QPID[$n]=$!
 }
 
 # console NAME: the guest's console so far (all boots).
-console() { cat "$RUN/$1-console.log" "$RUN/$1-console.log.part" 2>/dev/null | tr -d '\r'; }
+console() {
+	local f
+	for f in "$RUN/$1-console.log" "$RUN/$1-console.log.part"; do
+		if [ -f "$f" ]; then tr -d '\r' <"$f"; fi
+	done
+	return 0
+}
 
 # wait_event NAME PATTERN SECONDS: waits for "@@bramble-arm PATTERN" on
 # NAME's console; fails on a FAIL line, a qemu exit or the timeout.
 wait_event() {
-	local n=$1 pat=$2 limit=$3 t0
+	local n=$1 pat=$2 limit=$3 t0 c
 	t0=$(date +%s)
 	while :; do
-		if console "$n" | grep -q "^@@bramble-arm $pat"; then
-			log "$n: $(console "$n" | grep "^@@bramble-arm $pat" | tail -n1 | cut -c15-) [wall $(($(date +%s) - t0)) s]"
+		# Whole console into a variable: grep -q on a pipe would end the
+		# writer early (SIGPIPE), which pipefail reports as a failure.
+		c=$(console "$n")
+		if grep -q "^@@bramble-arm $pat" <<<"$c"; then
+			log "$n: $(grep "^@@bramble-arm $pat" <<<"$c" | tail -n1 | cut -c15-) [wall $(($(date +%s) - t0)) s]"
 			return 0
 		fi
-		if console "$n" | grep -q '^@@bramble-arm FAIL'; then
-			console "$n" | grep '^@@bramble-arm' >&2
-			die "$n: $(console "$n" | grep '^@@bramble-arm FAIL' | head -n1 | cut -c15-)"
+		if grep -q '^@@bramble-arm FAIL' <<<"$c"; then
+			grep '^@@bramble-arm' <<<"$c" >&2
+			die "$n: $(grep '^@@bramble-arm FAIL' <<<"$c" | head -n1 | cut -c15-)"
 		fi
 		if ! kill -0 "${QPID[$n]}" 2>/dev/null; then
 			unset "QPID[$n]"
-			die "$n: qemu exited while waiting for '$pat' (console: $RUN/$n-console.log)"
+			die "$n: qemu exited while waiting for '$pat'"
 		fi
 		[ $(($(date +%s) - t0)) -lt "$limit" ] || die "$n: no '$pat' after $limit s"
 		sleep 5
@@ -220,7 +235,8 @@ wait_event server "CoreDNS resolves plumber-api" $((CHECK_TIMEOUT + 300))
 wait_event server "odd through Traefik" $((CHECK_TIMEOUT + 300))
 wait_event server "server-ok" $((CHECK_TIMEOUT + 300))
 log "server: second boot to all checks passed: $(($(date +%s) - t0)) s"
-console server | grep '^@@bramble-arm wait-check' | cut -c15- | sed 's/^/    /' >&2
+c=$(console server)
+grep '^@@bramble-arm wait-check' <<<"$c" | cut -c15- | sed 's/^/    /' >&2 || true
 
 if [ "$AGENT" = true ]; then
 	t0=$(date +%s)
