@@ -135,8 +135,17 @@ func died(e exit) error {
 	return fmt.Errorf("component %s died: %w", e.name, e.err)
 }
 
+// selfBounded is a component whose readiness the ready timeout does not
+// bound: it waits for components that bound their own start-up or report
+// their progress (Background's Wait: the air-gap image import takes as long
+// as the machine needs, 8 minutes on an emulated arm64 board).
+type selfBounded interface{ selfBoundedReady() }
+
 func (s *Supervisor) waitReady(ctx context.Context, c Component, exits <-chan exit) error {
-	rctx, cancel := context.WithTimeout(ctx, s.readyTimeout)
+	rctx, cancel := context.WithCancel(ctx)
+	if _, ok := c.(selfBounded); !ok {
+		rctx, cancel = context.WithTimeout(ctx, s.readyTimeout)
+	}
 	defer cancel()
 	ready := make(chan error, 1)
 	go func() { ready <- c.Ready(rctx) }()
