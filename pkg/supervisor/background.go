@@ -118,7 +118,7 @@ func (w *backgroundWait) Stop(context.Context) error  { return nil }
 // wait; the background components bound or report their own start-up
 // (containerd has its own deadline; the image import logs its progress and
 // fails on a broken archive).
-func (w *backgroundWait) selfBoundedReady() {}
+func (w *backgroundWait) selfBoundedReady() bool { return true }
 
 // Exited never delivers: Background reports its components' deaths.
 func (w *backgroundWait) Exited() <-chan error { return nil }
