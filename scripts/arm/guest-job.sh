@@ -77,9 +77,19 @@ wait_for() {
 	limit=$1 what=$2
 	shift 2
 	t0=$(uptime_s)
+	n=0
 	until "$@" >/dev/null 2>&1; do
 		[ $(($(uptime_s) - t0)) -lt "$limit" ] || fail "$what: not after ${limit} s"
 		sleep 5
+		n=$((n + 1))
+		# Every minute, where the pods are (OUT/progress.txt): a slow run
+		# stopped by the harness still shows what it was waiting for.
+		if [ $((n % 12)) = 0 ] && [ -f /etc/bramble/bramble.yaml ]; then
+			{
+				echo "== $(uptime_s) s: waiting for $what"
+				kubectl get pods -A -o wide 2>&1
+			} >>"$OUT/progress.txt"
+		fi
 	done
 	say "$what after $(($(uptime_s) - t0)) s"
 }
