@@ -43,6 +43,7 @@ EMBEDDED   :=
 -include mk/images.mk
 -include mk/release.mk
 -include mk/cluster.mk
+-include mk/arm.mk
 
 # The pause image, embedded in bramble (pkg/pause).
 PAUSE_ARCHIVE := pkg/pause/assets/pause-$(ARCH).tar

@@ -18,7 +18,9 @@ import (
 // pod ever needs a registry for them. A bad archive is logged with its name
 // and does not stop the node.
 func (a *Agent) imageImporter(ctrd *containerd.Containerd, sandbox []byte) supervisor.Component {
-	return &supervisor.InProcess{ComponentName: "images", Setup: func(ctx context.Context) (func(context.Context) error, error) {
+	// SelfBounded: the import reports its progress; on a slow board (or an
+	// emulated one) it outlasts the ready timeout.
+	return &supervisor.InProcess{ComponentName: "images", SelfBounded: true, Setup: func(ctx context.Context) (func(context.Context) error, error) {
 		cli, err := images.Connect(a.containerd.Socket())
 		if err != nil {
 			return nil, err

@@ -114,6 +114,12 @@ func (w *backgroundWait) Init(context.Context) error  { return nil }
 func (w *backgroundWait) Start(context.Context) error { return nil }
 func (w *backgroundWait) Stop(context.Context) error  { return nil }
 
+// selfBoundedReady: the supervisor's ready timeout does not apply to the
+// wait; the background components bound or report their own start-up
+// (containerd has its own deadline; the image import logs its progress and
+// fails on a broken archive).
+func (w *backgroundWait) selfBoundedReady() bool { return true }
+
 // Exited never delivers: Background reports its components' deaths.
 func (w *backgroundWait) Exited() <-chan error { return nil }
 

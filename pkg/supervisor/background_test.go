@@ -82,3 +82,35 @@ func TestBackgroundDeathIsNamed(t *testing.T) {
 		t.Fatal("a background component's death went unnoticed")
 	}
 }
+
+// The ready timeout bounds each component, not the wait for a background
+// start-up that is slower than it (an image import on a slow machine).
+func TestBackgroundWaitOutlastsReadyTimeout(t *testing.T) {
+	fakes, _, _ := setup()
+	a, b := fakes[0], fakes[1]
+	a.ready = func(ctx context.Context) error {
+		select {
+		case <-time.After(300 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	bg := NewBackground("bg", a)
+	ready := make(chan struct{})
+	s := New(logging.Discard(), []Component{bg, b, bg.Wait()}, WithReadyTimeout(50*time.Millisecond), OnReady(func() { close(ready) }))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run ended before ready: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("never ready")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

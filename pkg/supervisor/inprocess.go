@@ -17,6 +17,10 @@ type InProcess struct {
 	// StopWait bounds how long Stop waits for the run function to return
 	// (some components never return on cancel); 0 means until Stop's deadline.
 	StopWait time.Duration
+	// SelfBounded: the supervisor's ready timeout does not bound Ready;
+	// Setup ends on its own and reports its progress (an image import,
+	// which takes as long as the machine needs).
+	SelfBounded bool
 
 	runner Runner
 	setUp  chan struct{}
@@ -27,6 +31,8 @@ func (c *InProcess) Name() string { return c.ComponentName }
 
 // Init implements Component.
 func (c *InProcess) Init(context.Context) error { return nil }
+
+func (c *InProcess) selfBoundedReady() bool { return c.SelfBounded }
 
 // Exited implements Component.
 func (c *InProcess) Exited() <-chan error { return c.runner.Exited() }

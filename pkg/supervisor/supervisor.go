@@ -135,8 +135,17 @@ func died(e exit) error {
 	return fmt.Errorf("component %s died: %w", e.name, e.err)
 }
 
+// selfBounded is a component that may tell the supervisor its readiness
+// is not bounded by the ready timeout: it waits for work that bounds itself
+// or reports its progress (the air-gap image import takes as long as the
+// machine needs: 8 minutes on an emulated arm64 board).
+type selfBounded interface{ selfBoundedReady() bool }
+
 func (s *Supervisor) waitReady(ctx context.Context, c Component, exits <-chan exit) error {
-	rctx, cancel := context.WithTimeout(ctx, s.readyTimeout)
+	rctx, cancel := context.WithCancel(ctx)
+	if b, ok := c.(selfBounded); !ok || !b.selfBoundedReady() {
+		rctx, cancel = context.WithTimeout(ctx, s.readyTimeout)
+	}
 	defer cancel()
 	ready := make(chan error, 1)
 	go func() { ready <- c.Ready(rctx) }()

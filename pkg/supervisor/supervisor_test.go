@@ -116,3 +116,36 @@ func TestDeathStopsEverything(t *testing.T) {
 		t.Fatalf("stop order %s", got)
 	}
 }
+
+// A SelfBounded InProcess may take longer than the ready timeout; another
+// may not.
+func TestSelfBoundedInProcess(t *testing.T) {
+	for _, bounded := range []bool{true, false} {
+		slow := &InProcess{ComponentName: "slow", SelfBounded: bounded, Setup: func(ctx context.Context) (func(context.Context) error, error) {
+			time.Sleep(300 * time.Millisecond)
+			return func(ctx context.Context) error { <-ctx.Done(); return nil }, nil
+		}}
+		ready := make(chan struct{})
+		s := New(logging.Discard(), []Component{slow}, WithReadyTimeout(50*time.Millisecond), OnReady(func() { close(ready) }))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		select {
+		case <-ready:
+			if !bounded {
+				t.Fatal("a slow component without SelfBounded became ready after the ready timeout")
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		case err := <-done:
+			if bounded || err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+				t.Fatalf("SelfBounded=%v: Run returned %v", bounded, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("neither ready nor failed")
+		}
+		cancel()
+	}
+}
