@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +83,7 @@ func addons(bin string, idle time.Duration) error {
 	for _, pid := range pids {
 		rss += smapsRollup(pid)["Rss"]
 	}
+	fmt.Printf("  by program (RSS counts a shared page once per process, PSS splits it): %s\n", byProgram(pids))
 	running := map[string]int{}
 	if pods, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{}); err == nil {
 		for _, p := range pods.Items {
@@ -160,6 +162,42 @@ func shimTrees(socket string) []int {
 		out = append(out, pid)
 	}
 	return out
+}
+
+// byProgram sums RSS and PSS by program name (comm), largest first: where
+// the bundle's memory goes.
+func byProgram(pids []int) string {
+	type sum struct {
+		name        string
+		n, rss, pss int
+	}
+	sums := map[string]*sum{}
+	for _, pid := range pids {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSpace(string(comm))
+		if sums[name] == nil {
+			sums[name] = &sum{name: name}
+		}
+		m := smapsRollup(pid)
+		sums[name].n++
+		sums[name].rss += m["Rss"]
+		sums[name].pss += m["Pss"]
+	}
+	list := make([]*sum, 0, len(sums))
+	totalPSS := 0
+	for _, s := range sums {
+		list = append(list, s)
+		totalPSS += s.pss
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].rss > list[j].rss })
+	parts := make([]string, 0, len(list))
+	for _, s := range list {
+		parts = append(parts, fmt.Sprintf("%s x%d %d/%d MiB", s.name, s.n, s.rss/1024, s.pss/1024))
+	}
+	return fmt.Sprintf("PSS total %d MiB; RSS/PSS: %s", totalPSS/1024, strings.Join(parts, ", "))
 }
 
 // loadavg is the machine's 1-minute load average, printed with figures that

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,5 +217,90 @@ func TestWithErrno(t *testing.T) {
 	}
 	if withErrno(nil) != nil {
 		t.Error("withErrno(nil) != nil")
+	}
+}
+
+// kineIndexes lists the indexes on kine's table.
+func kineIndexes(t *testing.T, path string) []string {
+	t.Helper()
+	db, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'kine' ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	return names
+}
+
+// kineSchema runs what kine runs at every start (its table and the index
+// bramble keeps it from making).
+func kineSchema(t *testing.T, path string) {
+	t.Helper()
+	db, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, stmt := range []string{
+		"CREATE TABLE IF NOT EXISTS kine (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, prev_revision INTEGER, value BLOB)",
+		"CREATE INDEX IF NOT EXISTS kine_name_index ON kine (name)",
+		"CREATE INDEX IF NOT EXISTS kine_name_id_index ON kine (name,id)",
+		"INSERT INTO kine (name, prev_revision, value) VALUES ('/registry/a', 0, 'v')",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+}
+
+// kine's unused name index is never made in a new file, and dropped once
+// from a file that has it; kine's statements still run, its rows are kept.
+func TestUnusedKineIndex(t *testing.T) {
+	ctx := context.Background()
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fresh := filepath.Join(t.TempDir(), "state.db")
+	if err := prepareSQLite(ctx, fresh, discard); err != nil {
+		t.Fatal(err)
+	}
+	kineSchema(t, fresh)
+	if got := kineIndexes(t, fresh); !slices.Equal(got, []string{"kine_name_id_index"}) {
+		t.Errorf("new file: indexes on kine %v, want only kine_name_id_index", got)
+	}
+
+	old := filepath.Join(t.TempDir(), "state.db")
+	kineSchema(t, old)
+	var logged bytes.Buffer
+	for range 2 {
+		if err := prepareSQLite(ctx, old, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+			t.Fatal(err)
+		}
+		kineSchema(t, old)
+	}
+	if got := kineIndexes(t, old); !slices.Equal(got, []string{"kine_name_id_index"}) {
+		t.Errorf("existing file: indexes on kine %v, want only kine_name_id_index", got)
+	}
+	if n := strings.Count(logged.String(), "dropped an index"); n != 1 {
+		t.Errorf("logged the drop %d times, want once:\n%s", n, logged.String())
+	}
+	db, err := openSQLite(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rows int
+	if err := db.QueryRow("SELECT count(*) FROM kine").Scan(&rows); err != nil || rows != 3 {
+		t.Errorf("rows %d (%v), want the 3 kine wrote", rows, err)
 	}
 }

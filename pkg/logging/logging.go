@@ -136,10 +136,10 @@ func APIServing(names ...string) {
 	}
 }
 
-// aboutPendingAPI reports whether the record's err names an aggregated API
-// that does not serve yet.
+// aboutPendingAPI reports whether the record's err, or its message (klog's
+// errors without an err), names an aggregated API that does not serve yet.
 func aboutPendingAPI(r slog.Record) bool {
-	s := errText(r)
+	s := errText(r) + "\n" + r.Message
 	about := false
 	if s != "" {
 		pendingAPIs.Range(func(k, _ any) bool {

@@ -84,7 +84,7 @@ func (cp *ControlPlane) metricsServer() supervisor.Component {
 	} else {
 		// The apiserver starts first: its aggregation layer's reports
 		// that the API does not answer yet are start-up order.
-		logging.APIPending(metricsserver.APIService, metricsserver.GroupVersion)
+		logging.APIPending(metricsserver.APIService, metricsserver.GroupVersion, metricsserver.Namespace+"/"+metricsserver.ServiceName)
 	}
 	return &supervisor.InProcess{ComponentName: name, StopWait: time.Second, Setup: func(ctx context.Context) (func(context.Context) error, error) {
 		rc, err := clientcmd.BuildConfigFromFlags("", cp.creds.AdminKubeconfig)
@@ -126,7 +126,7 @@ func (cp *ControlPlane) metricsServer() supervisor.Component {
 				// Errors about the API count once the aggregation layer
 				// has found it serving (or it never does).
 				err := metricsserver.WaitAvailable(ctx, clients, 2*time.Minute)
-				logging.APIServing(metricsserver.APIService, metricsserver.GroupVersion)
+				logging.APIServing(metricsserver.APIService, metricsserver.GroupVersion, metricsserver.Namespace+"/"+metricsserver.ServiceName)
 				if err != nil && ctx.Err() == nil {
 					log.Warn("the apiserver does not reach metrics-server", "err", err)
 				}

@@ -700,7 +700,7 @@ func (e *env) serverRestart(t *testing.T) {
 
 // agentLeasesRenewed waits until pi2's and pi3's kubelets renewed their node
 // leases after since (their node status is posted only every few minutes
-// when nothing changes; the lease every 15 s).
+// when nothing changes; the lease every 20 s).
 func (e *env) agentLeasesRenewed(t *testing.T, since time.Time) {
 	testutil.WaitFor(t, time.Minute, "pi2 and pi3 renew their leases with the server", func() bool {
 		for _, name := range []string{"pi2", "pi3"} {
