@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/wait"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
 
 	"github.com/bramble-pi/bramble/pkg/extraargs"
@@ -89,20 +90,14 @@ func (a *Agent) proxySynced(ctx context.Context) error {
 	if addr == "" || addr == "0" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, proxySyncWait)
-	defer cancel()
 	client := &http.Client{Timeout: time.Second}
-	for {
-		if proxyHasSynced(ctx, client, "http://"+addr+"/metrics") {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			a.log.Debug("kube-proxy has not synced its rules yet; starting the next components anyway", "waited", proxySyncWait)
-			return nil
-		case <-time.After(100 * time.Millisecond):
-		}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, proxySyncWait, true, func(ctx context.Context) (bool, error) {
+		return proxyHasSynced(ctx, client, "http://"+addr+"/metrics"), nil
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.Debug("kube-proxy has not synced its rules yet; starting the next components anyway", "waited", proxySyncWait)
 	}
+	return nil
 }
 
 const proxySyncWait = 30 * time.Second
