@@ -130,7 +130,8 @@ func serverURLFlag(usage string) cli.Flag {
 
 func serverFlags() []cli.Flag {
 	return append(append(commonFlags(),
-		serverURLFlag("join the cluster of this server as a further server, https://<host>:6443 (with the server token and the same --datastore-endpoint)"),
+		serverURLFlag("join the cluster of this server as a further server, https://<host>:6443 (with the server token; as an etcd member, or with the same --datastore-endpoint)"),
+		boolean("cluster-init", "start a new cluster on embedded etcd (other servers can join it with --server and the server token) instead of SQLite"),
 		str("bind-address", "0.0.0.0", "address the apiserver listens on"),
 		&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "apiserver and supervisor HTTPS port", EnvVars: env("https-listen-port")},
 		str("advertise-address", "", "address the apiserver advertises to the cluster (default: the node IP)"),

@@ -56,8 +56,6 @@ type Config struct {
 	// called only when Dir holds no member data yet; nil starts a new
 	// cluster of one (--cluster-init).
 	Join func(ctx context.Context, name, peerURL string) (string, error)
-	// Debug logs etcd's info lines (else warnings and errors only).
-	Debug bool
 }
 
 func (c Config) clientPort() int {
@@ -153,7 +151,11 @@ func (m *Member) embedConfig(initialCluster, state string) (*embed.Config, error
 	// (gRPC) connects.
 	ec.EnableGRPCGateway = false
 	ec.Metrics = "basic"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(m.log, c.Debug, &m.stopping))
+	// etcd warns of reads and writes over 100 ms: routine on an SD card
+	// and on a busy Pi.
+	ec.WarningApplyDuration = time.Second
+	ec.WarningUnaryRequestDuration = time.Second
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(m.log, &m.stopping))
 	// The apiserver compacts every 5 minutes; etcd keeps the default
 	// fsync of every commit (no durability traded for fewer writes).
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
@@ -232,6 +234,9 @@ func (m *Member) Ready(ctx context.Context) error {
 	m.client = v3client.New(m.e.Server)
 	return nil
 }
+
+// ClientURL is where the apiserver reaches this member.
+func (m *Member) ClientURL() string { return m.cfg.ClientURL() }
 
 // Client is an in-process client of this member (after Ready).
 func (m *Member) Client() *clientv3.Client { return m.client }

@@ -9,25 +9,43 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// slogCore routes etcd's zap logger into bramble's slog logger: warnings
-// and errors by default (info with --debug), nothing once the member is
-// being stopped (etcd logs its own listeners closing as errors).
+// slogCore routes etcd's zap logger into bramble's slog logger: etcd's
+// info lines are debug lines (shown with --debug), its warnings and errors
+// stay so; nothing once the member is being stopped (etcd logs its own
+// listeners closing as errors).
 type slogCore struct {
 	log      *slog.Logger
-	min      zapcore.Level
 	fields   []zapcore.Field
 	stopping *atomic.Bool
 }
 
-func newZapLogger(log *slog.Logger, debug bool, stopping *atomic.Bool) *zap.Logger {
-	min := zapcore.WarnLevel
-	if debug {
-		min = zapcore.InfoLevel
-	}
-	return zap.New(&slogCore{log: log, min: min, stopping: stopping})
+func newZapLogger(log *slog.Logger, stopping *atomic.Bool) *zap.Logger {
+	return zap.New(&slogCore{log: log, stopping: stopping})
 }
 
-func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.min && !c.stopping.Load() }
+func (c *slogCore) Enabled(l zapcore.Level) bool {
+	return !c.stopping.Load() && c.log.Enabled(context.Background(), slogLevel(l))
+}
+
+// advice are etcd warnings at every start about choices bramble made on
+// purpose: shown with --debug only.
+var advice = map[string]bool{
+	// Only the local apiserver connects, over gRPC.
+	"Running http and grpc server on single port. This is not recommended for production.": true,
+	// etcd's authentication is off: client certificates guard the client URL.
+	"simple token is not cryptographically signed": true,
+}
+
+func slogLevel(l zapcore.Level) slog.Level {
+	switch {
+	case l >= zapcore.ErrorLevel:
+		return slog.LevelError
+	case l == zapcore.WarnLevel:
+		return slog.LevelWarn
+	default:
+		return slog.LevelDebug
+	}
+}
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
 	out := *c
@@ -52,13 +70,8 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	for k, v := range enc.Fields {
 		attrs = append(attrs, slog.Any(k, v))
 	}
-	level := slog.LevelInfo
-	switch {
-	case e.Level >= zapcore.ErrorLevel:
-		level = slog.LevelError
-	case e.Level == zapcore.WarnLevel:
-		level = slog.LevelWarn
-	case e.Level < zapcore.InfoLevel:
+	level := slogLevel(e.Level)
+	if advice[e.Message] {
 		level = slog.LevelDebug
 	}
 	c.log.LogAttrs(context.Background(), level, e.Message, attrs...)

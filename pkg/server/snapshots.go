@@ -47,7 +47,7 @@ func (cp *ControlPlane) snapshots() supervisor.Component {
 	sched := cp.cfg.Snapshots
 	return &supervisor.InProcess{ComponentName: "db-snapshots", StopWait: 5 * time.Second, Setup: func(context.Context) (func(context.Context) error, error) {
 		return func(ctx context.Context) error {
-			if sched.Cron == "" || cp.cfg.DatastoreEndpoint != "" {
+			if sched.Cron == "" || cp.cfg.DatastoreEndpoint != "" || cp.etcd != nil {
 				<-ctx.Done()
 				return nil
 			}
