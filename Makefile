@@ -103,7 +103,7 @@ test-soak: deps build images test-images
 .PHONY: test-ha
 test-ha: deps build test-images
 	@scripts/deps.sh postgresql
-	BRAMBLE_TEST_HA=1 $(GO_TEST) -count=1 -v -timeout $(TEST_TIMEOUT) -run '^TestHAPostgres$$' ./tests/cluster/
+	BRAMBLE_TEST_HA=1 $(GO_TEST) -count=1 -v -timeout $(TEST_TIMEOUT) -run '^TestHA(Postgres|Etcd)$$' ./tests/cluster/
 
 test-release: deps build release-test-binaries
 	$(GO_TEST) -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./tests/release/

@@ -9,10 +9,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // AddLearner adds a member (name, peerURL) to the cluster cli talks to as a
@@ -128,4 +131,32 @@ func memberName(m *etcdserverpb.Member) string {
 		return m.Name
 	}
 	return strconv.FormatUint(m.ID, 16)
+}
+
+// NewClient is a client of the member whose client URL is url, with the
+// client certificate c (c.CAFile verifies the member).
+func NewClient(url string, c TLS) (*clientv3.Client, error) {
+	tlsCfg, err := transport.TLSInfo{CertFile: c.CertFile, KeyFile: c.KeyFile, TrustedCAFile: c.CAFile}.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client certificate: %w", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+// MemberLine describes a member for people: name, ID, voter or learner,
+// started or not, peer URLs.
+func MemberLine(m *etcdserverpb.Member) string {
+	role := "voter"
+	if m.IsLearner {
+		role = "learner"
+	}
+	state := "started"
+	if m.Name == "" {
+		state = "unstarted"
+	}
+	return fmt.Sprintf("%s\t%x\t%s\t%s\t%s", memberName(m), m.ID, role, state, strings.Join(m.PeerURLs, ","))
 }

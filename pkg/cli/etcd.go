@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/bramble-pi/bramble/pkg/etcd"
+	"github.com/bramble-pi/bramble/pkg/layout"
+)
+
+func etcdCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "etcd",
+		Usage: "the embedded etcd of a server started with --cluster-init or joined to one (run on a server)",
+		Subcommands: []*cli.Command{
+			{
+				Name:   "members",
+				Usage:  "list the cluster's etcd members: NAME ID ROLE STATE PEER-URLS",
+				Flags:  serverToolFlags(),
+				Before: applyConfigFile,
+				Action: func(c *cli.Context) error {
+					return withEtcd(c, func(ctx context.Context, ec *clientv3.Client) error {
+						list, err := ec.MemberList(ctx)
+						if err != nil {
+							return fmt.Errorf("etcd member list: %w", err)
+						}
+						w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+						fmt.Fprintln(w, "NAME\tID\tROLE\tSTATE\tPEER-URLS")
+						for _, m := range list.Members {
+							fmt.Fprintln(w, etcd.MemberLine(m))
+						}
+						return w.Flush()
+					})
+				},
+			},
+			{
+				Name:      "remove-member",
+				Usage:     "remove a server's etcd member (a server that is gone for good; kubectl delete node of a server does it too)",
+				ArgsUsage: "NAME",
+				Flags:     serverToolFlags(),
+				Before:    applyConfigFile,
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return errors.New("give the member's name (bramble etcd members lists them)")
+					}
+					name := c.Args().First()
+					return withEtcd(c, func(ctx context.Context, ec *clientv3.Client) error {
+						removed, err := etcd.RemoveMember(ctx, ec, name)
+						if err != nil {
+							return err
+						}
+						if !removed {
+							return fmt.Errorf("no etcd member called %q (bramble etcd members lists them)", name)
+						}
+						_, err = fmt.Fprintf(c.App.Writer, "etcd member %s removed\n", name)
+						return err
+					})
+				},
+			},
+		},
+	}
+}
+
+// withEtcd runs f with a client of the local member (the server's client
+// certificate from its data dir).
+func withEtcd(c *cli.Context, f func(context.Context, *clientv3.Client) error) error {
+	d := layout.New(c.String("data-dir"))
+	ec, err := etcd.NewClient(etcd.Config{}.ClientURL(), etcd.TLS{
+		CertFile: d.ServerTLS("etcd/client.crt"), KeyFile: d.ServerTLS("etcd/client.key"), CAFile: d.ServerTLS("etcd/server-ca.crt"),
+	})
+	if err != nil {
+		return fmt.Errorf("%w (is %s a server on embedded etcd?)", err, c.String("data-dir"))
+	}
+	defer ec.Close()
+	ctx, cancel := context.WithTimeout(c.Context, 15*time.Second)
+	defer cancel()
+	return f(ctx, ec)
+}
