@@ -9,7 +9,6 @@ package etcd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -195,12 +194,17 @@ func (m *Member) Start(ctx context.Context) error {
 			return
 		}
 		if err == nil {
-			// A member removed from the cluster stops its server.
-			err = errors.New("the etcd server stopped (was this server's member removed from the cluster?)")
+			err = m.stoppedError()
 		}
 		m.exited <- fmt.Errorf("etcd: %w", err)
 	}()
 	return nil
+}
+
+// stoppedError explains an etcd server that stopped on its own: what
+// usually stops one is its member's removal from the cluster.
+func (m *Member) stoppedError() error {
+	return fmt.Errorf("the etcd server stopped; if this server's etcd member was removed from the cluster (its Node deleted, or bramble etcd remove-member), move %s away and start this server again with --server https://<another server>:6443 and the server token to join as a new member", m.cfg.Dir)
 }
 
 // promotionLog is how often Ready says it still waits for promotion.
@@ -213,7 +217,7 @@ func (m *Member) Ready(ctx context.Context) error {
 	select {
 	case <-m.e.Server.ReadyNotify():
 	case <-m.e.Server.StopNotify():
-		return errors.New("etcd stopped before it was ready")
+		return fmt.Errorf("before it was ready: %w", m.stoppedError())
 	case <-ctx.Done():
 		return fmt.Errorf("etcd not ready: %w", ctx.Err())
 	}
@@ -227,7 +231,7 @@ func (m *Member) Ready(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("etcd: still a learner: %w", ctx.Err())
 		case <-m.e.Server.StopNotify():
-			return errors.New("etcd stopped while a learner")
+			return fmt.Errorf("while a learner: %w", m.stoppedError())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
