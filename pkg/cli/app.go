@@ -95,6 +95,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			certificateCommand(),
 			dbCommand(),
 			etcdCommand(),
+			etcdSnapshotCommand(),
 			imagesCommand(),
 			checkConfigCommand(),
 			killallScriptCommand(),

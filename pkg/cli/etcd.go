@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/bramble-pi/bramble/pkg/dbsnapshot"
 	"github.com/bramble-pi/bramble/pkg/etcd"
 	"github.com/bramble-pi/bramble/pkg/layout"
 )
@@ -64,6 +65,27 @@ func etcdCommand() *cli.Command {
 				},
 			},
 		},
+	}
+}
+
+// etcdSnapshotCommand is k3s's `etcd-snapshot`: snapshots of embedded etcd
+// in the same directory and layout as the SQLite ones (bramble db snapshot).
+func etcdSnapshotCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "etcd-snapshot",
+		Usage: "save, list and delete snapshots of embedded etcd (with the server's certificates and keys); run on a server",
+		Subcommands: append([]*cli.Command{
+			saveSnapshotCommand("save a snapshot of the running member: <name>-<node>-<unix time>.etcd and its .cred.tar",
+				func(c *cli.Context, node string, began time.Time) (s dbsnapshot.Snapshot, err error) {
+					err = withEtcd(c, func(ctx context.Context, ec *clientv3.Client) error {
+						ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+						defer cancel()
+						s, err = dbsnapshot.SaveEtcd(ctx, c.String("data-dir"), ec, snapshotDir(c), c.String("name"), node, began)
+						return err
+					})
+					return s, err
+				}),
+		}, listDeleteSnapshots(true, "bramble etcd-snapshot ls")...),
 	}
 }
 
