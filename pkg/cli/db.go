@@ -97,12 +97,7 @@ func dbCommand() *cli.Command {
 							return err
 						}
 						r, err := dbsnapshot.Restore(context.Background(), c.String("data-dir"), path, time.Now())
-						for _, f := range r.CredRestored {
-							fmt.Fprintf(c.App.Writer, "restored %s\n", f)
-						}
-						for _, f := range r.MovedAside {
-							fmt.Fprintf(c.App.Writer, "moved the former database to %s\n", f)
-						}
+						reportRestored(c, r, "database")
 						if err != nil {
 							return err
 						}
@@ -116,6 +111,16 @@ func dbCommand() *cli.Command {
 				},
 			}, listDeleteSnapshots(false, "bramble db snapshot ls")...),
 		}},
+	}
+}
+
+// reportRestored says which files a restore wrote and moved aside.
+func reportRestored(c *cli.Context, r dbsnapshot.Restored, what string) {
+	for _, f := range r.CredRestored {
+		fmt.Fprintf(c.App.Writer, "restored %s\n", f)
+	}
+	for _, f := range r.MovedAside {
+		fmt.Fprintf(c.App.Writer, "moved the former %s to %s\n", what, f)
 	}
 }
 

@@ -85,8 +85,54 @@ func etcdSnapshotCommand() *cli.Command {
 					})
 					return s, err
 				}),
+			{
+				Name: "restore",
+				Usage: "with the server stopped, make its etcd a cluster of one holding the snapshot (the current etcd data is moved aside); " +
+					"on a fresh machine the certificates, keys and token come from the snapshot's .cred.tar. The other servers then join it again",
+				ArgsUsage: "NAME",
+				Flags: serverToolFlags(snapshotDirFlag(), portFlag(), str("node-name", "", "this server's node name (default: the hostname)"),
+					str("node-ip", "", "this server's address, where the other members reach it (default: that of the default route)")),
+				Before: applyConfigFile,
+				Action: restoreEtcdSnapshot,
+			},
 		}, listDeleteSnapshots(true, "bramble etcd-snapshot ls")...),
 	}
+}
+
+func restoreEtcdSnapshot(c *cli.Context) error {
+	if err := flagsAfterNames(c); err != nil {
+		return err
+	}
+	if c.NArg() != 1 {
+		return errors.New("name one snapshot to restore (see `bramble etcd-snapshot ls`)")
+	}
+	node, err := nodeNameFlag(c)
+	if err != nil {
+		return err
+	}
+	ip, err := defaultNodeIP()
+	if c.String("node-ip") != "" {
+		ip, err = ipFlag(c, "node-ip")
+	}
+	if err != nil {
+		return err
+	}
+	if err := refuseWhileServing(c, "restore and start it again"); err != nil {
+		return err
+	}
+	path, err := dbsnapshot.Find(snapshotDir(c), c.Args().First())
+	if err != nil {
+		return err
+	}
+	r, err := dbsnapshot.RestoreEtcd(c.String("data-dir"), path, node, etcd.PeerURL(ip, etcd.PeerPort), time.Now())
+	reportRestored(c, r, "etcd data")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "restored %s as a cluster of one member (%s): start the server (`bramble server` with the same flags); "+
+		"on each other server move %s away and start it with --server https://<this server>:6443 and the server token\n",
+		path, node, layout.New("<data-dir>").Etcd())
+	return err
 }
 
 // withEtcd runs f with a client of the local member (the server's client

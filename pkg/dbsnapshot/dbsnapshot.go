@@ -337,24 +337,13 @@ type Restored struct {
 // to *.before-restore-<unix time>. When the data dir holds no cluster CA (a
 // fresh machine) the credentials come from the snapshot's archive.
 func Restore(ctx context.Context, dataDir, path string, now time.Time) (Restored, error) {
-	var r Restored
 	if err := checkSnapshot(ctx, path); err != nil {
-		return r, err
+		return Restored{}, err
 	}
 	d := layout.New(dataDir)
-	if err := os.MkdirAll(d.DB(), 0o700); err != nil {
-		return r, fmt.Errorf("restore: %w", err)
-	}
-	_, caErr := os.Stat(d.ServerTLS("server-ca.crt"))
-	cred := path + CredSuffix
-	if caErr == nil {
-		r.CredKept = true
-	} else if _, err := os.Stat(cred); err == nil {
-		files, err := extractCred(cred, dataDir)
-		r.CredRestored = files
-		if err != nil {
-			return r, err
-		}
+	r, err := restoreCred(dataDir, path)
+	if err != nil {
+		return r, err
 	}
 	db := filepath.Join(d.DB(), "state.db")
 	tmp := db + ".restoring"
@@ -376,6 +365,28 @@ func Restore(ctx context.Context, dataDir, path string, now time.Time) (Restored
 		return r, fmt.Errorf("restore: %w", err)
 	}
 	syncDir(d.DB())
+	return r, nil
+}
+
+// restoreCred takes the credentials from the snapshot's archive when the
+// data dir has no cluster CA (a fresh machine), and makes the db dir.
+func restoreCred(dataDir, path string) (Restored, error) {
+	var r Restored
+	d := layout.New(dataDir)
+	if err := os.MkdirAll(d.DB(), 0o700); err != nil {
+		return r, fmt.Errorf("restore: %w", err)
+	}
+	_, caErr := os.Stat(d.ServerTLS("server-ca.crt"))
+	cred := path + CredSuffix
+	if caErr == nil {
+		r.CredKept = true
+	} else if _, err := os.Stat(cred); err == nil {
+		files, err := extractCred(cred, dataDir)
+		r.CredRestored = files
+		if err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 
