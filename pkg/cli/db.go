@@ -20,7 +20,7 @@ import (
 // snapshotDirFlag is --db-snapshot-dir, shared by the server and `bramble db
 // snapshot`.
 func snapshotDirFlag() cli.Flag {
-	return str("db-snapshot-dir", "", "directory of the SQLite datastore's snapshots (default: <data-dir>/server/db/snapshots; e.g. a USB stick)")
+	return str("db-snapshot-dir", "", "directory of the datastore's snapshots (SQLite or embedded etcd) (default: <data-dir>/server/db/snapshots; e.g. a USB stick)")
 }
 
 // snapshotDir is --db-snapshot-dir or its default under the data dir.

@@ -144,7 +144,7 @@ func serverFlags() []cli.Flag {
 		str("cluster-dns", "", "cluster DNS service IP (default: the 10th address of --service-cidr)"),
 		str("cluster-domain", "cluster.local", "cluster domain"),
 		str("datastore-endpoint", "", "kine endpoint: sqlite://, postgres://, mysql:// or an etcd URL (default: SQLite in the data dir)"),
-		str("db-snapshot-schedule-cron", "0 */12 * * *", "when the server snapshots its SQLite datastore (cron: minute hour day month weekday; \"\" disables)"),
+		str("db-snapshot-schedule-cron", "0 */12 * * *", "when the server snapshots its SQLite datastore or embedded etcd (cron: minute hour day month weekday; \"\" disables)"),
 		&cli.IntFlag{Name: "db-snapshot-retention", Value: 5, Usage: "how many scheduled snapshots to keep", EnvVars: env("db-snapshot-retention")},
 		snapshotDirFlag(),
 		&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: layout.DefaultKubeconfig, Usage: "where to write the admin kubeconfig", EnvVars: env("write-kubeconfig", "BRAMBLE_KUBECONFIG_OUTPUT")},
