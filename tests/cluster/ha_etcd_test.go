@@ -7,7 +7,8 @@ package cluster_test
 // pi1 (which holds the scheduler's, the controller-manager's and bramble's
 // own leases) another server takes them over, schedules and runs a new
 // Deployment, every write acknowledged before the kill is there and the
-// agent carries on; pi1 started again rejoins as a voting member.
+// agent carries on; pi1 started again rejoins as a voting member; deleting
+// pi3's Node removes its etcd member.
 
 import (
 	"context"
@@ -322,6 +323,25 @@ func TestHAEtcd(t *testing.T) {
 		}
 		waitVoters(t, ctx, c, pi2, 3)
 		t.Logf("pi1 back, Ready and a voting member %.1f s after its start", time.Since(restarted).Seconds())
+	})
+
+	t.Run("DeletedServerNodeLeavesEtcd", func(t *testing.T) {
+		deleted := time.Now()
+		if err := cs2.CoreV1().Nodes().Delete(ctx, "pi3", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var last []string
+		testutil.WaitFor(t, 2*time.Minute, "pi3's etcd member removed", func() bool {
+			last = members(t, ctx, c, pi2)
+			return len(last) == 2 && !strings.Contains(strings.Join(last, "\n"), "pi3 ")
+		})
+		t.Logf("pi3's member removed %.1f s after its Node was deleted:\n%s", time.Since(deleted).Seconds(), strings.Join(last, "\n"))
+		// pi3's bramble stops (its kube-proxy sees its Node go, its etcd
+		// its member); the cluster carries on with two voters.
+		testutil.WaitFor(t, time.Minute, "pi3's bramble to stop", func() bool { return !pi3.Process.Alive() })
+		if _, err := cs2.CoreV1().Namespaces().Get(ctx, "ha", metav1.GetOptions{}); err != nil {
+			t.Errorf("the cluster does not answer with two servers: %v", err)
+		}
 	})
 }
 
