@@ -2,30 +2,13 @@ package dbsnapshot
 
 import (
 	"context"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
-	"go.uber.org/zap"
+	"github.com/bramble-pi/bramble/pkg/etcd/etcdtest"
 )
-
-func loopbackURL(t *testing.T) url.URL {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-}
 
 // A snapshot of a real etcd member: a bbolt file with the data, listed as
 // an etcd snapshot next to its credentials archive, found and deleted.
@@ -37,7 +20,7 @@ func TestSaveEtcd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dataDir, "server", "tls", "server-ca.crt"), []byte("ca"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cli := startEtcd(t, filepath.Join(t.TempDir(), "etcd"), "pi1", loopbackURL(t))
+	cli := etcdtest.Start(t, filepath.Join(t.TempDir(), "etcd"), "pi1", etcdtest.FreeURL(t))
 	ctx := context.Background()
 	if _, err := cli.Put(ctx, "/registry/x", "y"); err != nil {
 		t.Fatal(err)
@@ -65,7 +48,7 @@ func TestSaveEtcd(t *testing.T) {
 	// Restored on a fresh machine: the credentials from the archive, a
 	// cluster of one with the data.
 	fresh := t.TempDir()
-	peer := loopbackURL(t)
+	peer := etcdtest.FreeURL(t)
 	r, err := RestoreEtcd(fresh, path, "pi9", peer.String(), time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +60,7 @@ func TestSaveEtcd(t *testing.T) {
 	if st, err := os.Stat(etcdDir); err != nil || st.Mode().Perm() != 0o700 {
 		t.Fatalf("restored etcd dir: %v %v", st, err)
 	}
-	restored := startEtcd(t, etcdDir, "pi9", peer)
+	restored := etcdtest.Start(t, etcdDir, "pi9", peer)
 	if resp, err := restored.Get(ctx, "/registry/x"); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "y" {
 		t.Fatalf("restored data: %v %v", resp, err)
 	}
@@ -98,34 +81,7 @@ func TestSaveEtcd(t *testing.T) {
 	}
 }
 
-// startEtcd starts a member of a cluster of one on dir (plain HTTP on
-// loopback) and returns an in-process client; both stop with the test.
-func startEtcd(t *testing.T, dir, name string, peer url.URL) *clientv3.Client {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir, cfg.Name = dir, name
-	c := loopbackURL(t)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{c}, []url.URL{c}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.InitialClusterToken = "bramble"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready")
-	}
-	cli := v3client.New(e.Server)
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 func loopback(t *testing.T) string {
-	u := loopbackURL(t)
+	u := etcdtest.FreeURL(t)
 	return u.String()
 }
