@@ -73,7 +73,7 @@ func etcdCommand() *cli.Command {
 func etcdSnapshotCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "etcd-snapshot",
-		Usage: "save, list and delete snapshots of embedded etcd (with the server's certificates and keys); run on a server",
+		Usage: "save, list, delete and restore snapshots of embedded etcd (with the server's certificates and keys); run on a server",
 		Subcommands: append([]*cli.Command{
 			saveSnapshotCommand("save a snapshot of the running member: <name>-<node>-<unix time>.etcd and its .cred.tar",
 				func(c *cli.Context, node string, began time.Time) (s dbsnapshot.Snapshot, err error) {
