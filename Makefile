@@ -100,6 +100,7 @@ test-soak: deps build images test-images
 
 # Two servers on one PostgreSQL and an agent (tests/cluster TestHAPostgres):
 # not in make test until the joining server's occasional stop is explained.
+# Also runs TestHAEtcd (three servers on embedded etcd), which make test runs.
 .PHONY: test-ha
 test-ha: deps build test-images
 	@scripts/deps.sh postgresql
