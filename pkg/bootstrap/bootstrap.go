@@ -42,6 +42,9 @@ var Files = []File{
 	{"tls/request-header-ca.crt", true}, {"tls/request-header-ca.key", true},
 	{"tls/aggregated-api-ca.crt", true}, {"tls/aggregated-api-ca.key", true},
 	{"tls/service.key", true},
+	// Embedded etcd's CAs (not in clusters made before they were).
+	{"tls/etcd/server-ca.crt", false}, {"tls/etcd/server-ca.key", false},
+	{"tls/etcd/peer-ca.crt", false}, {"tls/etcd/peer-ca.key", false},
 	{"cred/encryption-config.yaml", false},
 	{"cred/addon-tie.key", false},
 	{"token", true},

@@ -94,6 +94,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			secretsEncryptCommand(),
 			certificateCommand(),
 			dbCommand(),
+			etcdCommand(),
+			etcdSnapshotCommand(),
 			imagesCommand(),
 			checkConfigCommand(),
 			killallScriptCommand(),

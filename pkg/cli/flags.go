@@ -130,7 +130,8 @@ func serverURLFlag(usage string) cli.Flag {
 
 func serverFlags() []cli.Flag {
 	return append(append(commonFlags(),
-		serverURLFlag("join the cluster of this server as a further server, https://<host>:6443 (with the server token and the same --datastore-endpoint)"),
+		serverURLFlag("join the cluster of this server as a further server, https://<host>:6443 (with the server token; as an etcd member, or with the same --datastore-endpoint)"),
+		boolean("cluster-init", "start a new cluster on embedded etcd (other servers can join it with --server and the server token) instead of SQLite"),
 		str("bind-address", "0.0.0.0", "address the apiserver listens on"),
 		&cli.IntFlag{Name: "https-listen-port", Value: 6443, Usage: "apiserver and supervisor HTTPS port", EnvVars: env("https-listen-port")},
 		str("advertise-address", "", "address the apiserver advertises to the cluster (default: the node IP)"),
@@ -143,7 +144,7 @@ func serverFlags() []cli.Flag {
 		str("cluster-dns", "", "cluster DNS service IP (default: the 10th address of --service-cidr)"),
 		str("cluster-domain", "cluster.local", "cluster domain"),
 		str("datastore-endpoint", "", "kine endpoint: sqlite://, postgres://, mysql:// or an etcd URL (default: SQLite in the data dir)"),
-		str("db-snapshot-schedule-cron", "0 */12 * * *", "when the server snapshots its SQLite datastore (cron: minute hour day month weekday; \"\" disables)"),
+		str("db-snapshot-schedule-cron", "0 */12 * * *", "when the server snapshots its SQLite datastore or embedded etcd (cron: minute hour day month weekday; \"\" disables)"),
 		&cli.IntFlag{Name: "db-snapshot-retention", Value: 5, Usage: "how many scheduled snapshots to keep", EnvVars: env("db-snapshot-retention")},
 		snapshotDirFlag(),
 		&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: layout.DefaultKubeconfig, Usage: "where to write the admin kubeconfig", EnvVars: env("write-kubeconfig", "BRAMBLE_KUBECONFIG_OUTPUT")},

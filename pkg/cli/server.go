@@ -136,7 +136,11 @@ func fetchBootstrap(ctx context.Context, cfg server.Config, log *slog.Logger) (b
 		return nil, nil
 	}
 	log.Info("joining the cluster as a further server", "server", cfg.JoinServer)
-	st, err := join.FetchBootstrap(ctx, cfg.JoinServer, cfg.Token, log)
+	kind := join.DatastoreExternal
+	if cfg.EmbeddedEtcd() {
+		kind = join.DatastoreEtcd
+	}
+	st, err := join.FetchBootstrap(ctx, cfg.JoinServer, cfg.Token, kind, log)
 	if err != nil {
 		return nil, fmt.Errorf("server join: %w", err)
 	}
@@ -148,7 +152,7 @@ func fetchBootstrap(ctx context.Context, cfg server.Config, log *slog.Logger) (b
 // would sign with certificate authorities of its own over the other
 // servers' objects. It must join them.
 func checkNewCluster(ctx context.Context, cfg server.Config, log *slog.Logger) error {
-	if !cfg.Shared() || cfg.JoinServer != "" || bootstrap.Installed(server.NewPaths(cfg.DataDir).Root()) {
+	if cfg.DatastoreEndpoint == "" || !cfg.Shared() || cfg.JoinServer != "" || bootstrap.Installed(server.NewPaths(cfg.DataDir).Root()) {
 		return nil
 	}
 	held, err := datastore.HoldsCluster(ctx, cfg.DatastoreEndpoint)
@@ -176,6 +180,7 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 		FlannelBackend:      c.String("flannel-backend"),
 		NetworkPolicy:       !c.Bool("disable-network-policy"),
 		DatastoreEndpoint:   c.String("datastore-endpoint"),
+		ClusterInit:         c.Bool("cluster-init"),
 		KubeconfigPath:      c.String("write-kubeconfig"),
 		Disable:             splitList(c.StringSlice("disable")),
 		APIServerArgs:       passedArgs(c, "kube-apiserver-arg"),
@@ -199,12 +204,18 @@ func serverConfig(c *cli.Context) (server.Config, error) {
 	if err := datastore.CheckEndpoint(cfg.DatastoreEndpoint); err != nil {
 		return cfg, err
 	}
+	if cfg.ClusterInit && cfg.DatastoreEndpoint != "" {
+		return cfg, errors.New("--cluster-init starts embedded etcd: it does not go with --datastore-endpoint")
+	}
 	if s := c.String("server"); s != "" {
+		if cfg.ClusterInit {
+			return cfg, errors.New("--cluster-init starts a new cluster: it does not go with --server (which joins one)")
+		}
 		if cfg.JoinServer, err = join.ValidateServerURL(s); err != nil {
 			return cfg, err
 		}
-		if !cfg.Shared() {
-			return cfg, errors.New("--server: a further server shares the cluster's datastore: give the --datastore-endpoint (postgres://, mysql://) the other servers use")
+		if strings.HasPrefix(cfg.DatastoreEndpoint, "sqlite://") {
+			return cfg, errors.New("--server: a further server shares the cluster's datastore: an SQLite file cannot be shared; join without --datastore-endpoint (embedded etcd) or with the postgres:// or mysql:// endpoint the other servers use")
 		}
 	}
 	if err := cfg.Snapshots.Check(); err != nil {

@@ -84,7 +84,9 @@ func TestServerConfigErrors(t *testing.T) {
 
 		{"config file: unknown key", invocation{config: "https-listen-prot: 7443"}, `unknown key "https-listen-prot" (did you mean "https-listen-port"?)`},
 		{"config file: unknown key, nothing close", invocation{config: "zzzzzzzzzzzz: 1"}, `unknown key "zzzzzzzzzzzz"`},
-		{"config file: --server without a shared datastore", invocation{config: "server: https://pi1:6443"}, `--server: a further server shares the cluster's datastore`},
+		{"config file: --server with an SQLite file", invocation{config: "server: https://pi1:6443\ndatastore-endpoint: sqlite:///tmp/x.db"}, `--server: a further server shares the cluster's datastore: an SQLite file cannot be shared`},
+		{"--cluster-init with --server", invocation{args: []string{"--cluster-init", "--server", "https://pi1:6443"}}, "--cluster-init starts a new cluster: it does not go with --server"},
+		{"--cluster-init with a datastore endpoint", invocation{args: []string{"--cluster-init", "--datastore-endpoint", "postgres://db/kine"}}, "--cluster-init starts embedded etcd: it does not go with --datastore-endpoint"},
 		{"--server not a URL", invocation{args: []string{"--server", "pi1:6443", "--datastore-endpoint", "postgres://db/kine"}}, `--server: "pi1:6443" is not a URL`},
 		{"datastore endpoint of no kind kine knows, password hidden", invocation{args: []string{"--datastore-endpoint", "postgress://u:s3cret@db/kine"}}, `--datastore-endpoint postgress://u:xxxxx@db/kine: want postgres://`},
 		{"config file: the config key", invocation{config: "config: /etc/other.yaml"}, `unknown key "config"`},

@@ -44,6 +44,8 @@ type Snapshot struct {
 	Time time.Time
 	// Cred is the credentials archive's path, "" if there is none.
 	Cred string
+	// Etcd: a snapshot of embedded etcd (<...>.etcd), else of SQLite.
+	Etcd bool
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -59,15 +61,9 @@ func CheckName(name string) error {
 // Save writes a consistent snapshot of the SQLite file db (which may be in
 // use by a running server) and of dataDir's credentials into dir.
 func Save(ctx context.Context, dataDir, db, dir, name, node string, now time.Time) (Snapshot, error) {
-	if err := CheckName(name); err != nil {
-		return Snapshot{}, err
-	}
-	if node == "" {
-		node = "node"
-	}
 	st, err := os.Stat(db)
 	if errors.Is(err, os.ErrNotExist) {
-		return Snapshot{}, fmt.Errorf("no SQLite datastore at %s: snapshots cover the default datastore (with --datastore-endpoint, back up that database)", db)
+		return Snapshot{}, fmt.Errorf("no SQLite datastore at %s: snapshots cover the default datastore (with --datastore-endpoint, back up that database; with embedded etcd, use bramble etcd-snapshot)", db)
 	}
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("datastore: %w", err)
@@ -75,27 +71,48 @@ func Save(ctx context.Context, dataDir, db, dir, name, node string, now time.Tim
 	if st.Size() == 0 {
 		return Snapshot{}, fmt.Errorf("datastore %s is empty: nothing to snapshot", db)
 	}
+	return save(dataDir, dir, name, node, SQLiteSuffix, now, func(tmp string) error {
+		// VACUUM INTO needs a missing or empty file: an empty one created
+		// 0600 keeps the copy private from its first byte.
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		f.Close()
+		return vacuumInto(ctx, db, tmp)
+	})
+}
+
+// Suffixes of the two kinds of snapshot.
+const (
+	SQLiteSuffix = ".db"
+	EtcdSuffix   = ".etcd"
+)
+
+// save writes <name>-<node>-<unix time><suffix> into dir through write
+// (given a temporary file name in dir), then the credentials archive, and
+// renames both into place.
+func save(dataDir, dir, name, node, suffix string, now time.Time, write func(tmp string) error) (Snapshot, error) {
+	if err := CheckName(name); err != nil {
+		return Snapshot{}, err
+	}
+	if node == "" {
+		node = "node"
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Snapshot{}, fmt.Errorf("snapshot dir: %w", err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return Snapshot{}, fmt.Errorf("snapshot dir: %w", err)
 	}
-	file := fmt.Sprintf("%s-%s-%d.db", name, strings.ReplaceAll(node, "/", "_"), now.Unix())
+	file := fmt.Sprintf("%s-%s-%d%s", name, strings.ReplaceAll(node, "/", "_"), now.Unix(), suffix)
 	path := filepath.Join(dir, file)
 	if _, err := os.Lstat(path); err == nil {
 		return Snapshot{}, fmt.Errorf("snapshot %s exists already", path)
 	}
 	tmp := filepath.Join(dir, "."+file+".tmp")
 	_ = os.Remove(tmp)
-	// VACUUM INTO needs a missing or empty file: an empty one created 0600
-	// keeps the copy private from its first byte.
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot: %w", err)
-	}
-	f.Close()
-	if err := vacuumInto(ctx, db, tmp); err != nil {
+	if err := write(tmp); err != nil {
 		os.Remove(tmp)
 		return Snapshot{}, err
 	}
@@ -120,11 +137,11 @@ func Save(ctx context.Context, dataDir, db, dir, name, node string, now time.Tim
 		return Snapshot{}, fmt.Errorf("snapshot: %w", err)
 	}
 	syncDir(dir)
-	st, err = os.Stat(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("snapshot: %w", err)
 	}
-	return Snapshot{File: file, Path: path, Size: st.Size(), Time: time.Unix(now.Unix(), 0), Cred: path + CredSuffix}, nil
+	return Snapshot{File: file, Path: path, Size: st.Size(), Time: time.Unix(now.Unix(), 0), Cred: path + CredSuffix, Etcd: suffix == EtcdSuffix}, nil
 }
 
 // vacuumInto copies db into out in one read transaction: consistent while
@@ -218,14 +235,15 @@ func List(dir string) ([]Snapshot, error) {
 	}
 	var out []Snapshot
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".db") || strings.HasPrefix(e.Name(), ".") {
+		etcd := strings.HasSuffix(e.Name(), EtcdSuffix)
+		if !e.Type().IsRegular() || !(etcd || strings.HasSuffix(e.Name(), SQLiteSuffix)) || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		info, err := e.Info()
 		if err != nil {
 			continue
 		}
-		s := Snapshot{File: e.Name(), Path: filepath.Join(dir, e.Name()), Size: info.Size(), Time: fileTime(e.Name(), info.ModTime())}
+		s := Snapshot{File: e.Name(), Path: filepath.Join(dir, e.Name()), Size: info.Size(), Time: fileTime(e.Name(), info.ModTime()), Etcd: etcd}
 		if _, err := os.Stat(s.Path + CredSuffix); err == nil {
 			s.Cred = s.Path + CredSuffix
 		}
@@ -242,7 +260,7 @@ func List(dir string) ([]Snapshot, error) {
 
 // fileTime is the unix time at the end of a snapshot's name.
 func fileTime(file string, fallback time.Time) time.Time {
-	base := strings.TrimSuffix(file, ".db")
+	base := strings.TrimSuffix(strings.TrimSuffix(file, SQLiteSuffix), EtcdSuffix)
 	if i := strings.LastIndexByte(base, '-'); i >= 0 {
 		if n, err := strconv.ParseInt(base[i+1:], 10, 64); err == nil && n > 0 {
 			return time.Unix(n, 0)
@@ -259,7 +277,7 @@ func Find(dir, name string) (string, error) {
 	}
 	candidates := []string{name}
 	if !strings.ContainsRune(name, '/') {
-		candidates = []string{filepath.Join(dir, name), filepath.Join(dir, name+".db")}
+		candidates = []string{filepath.Join(dir, name), filepath.Join(dir, name+SQLiteSuffix), filepath.Join(dir, name+EtcdSuffix)}
 	}
 	for _, c := range candidates {
 		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
@@ -319,24 +337,13 @@ type Restored struct {
 // to *.before-restore-<unix time>. When the data dir holds no cluster CA (a
 // fresh machine) the credentials come from the snapshot's archive.
 func Restore(ctx context.Context, dataDir, path string, now time.Time) (Restored, error) {
-	var r Restored
 	if err := checkSnapshot(ctx, path); err != nil {
-		return r, err
+		return Restored{}, err
 	}
 	d := layout.New(dataDir)
-	if err := os.MkdirAll(d.DB(), 0o700); err != nil {
-		return r, fmt.Errorf("restore: %w", err)
-	}
-	_, caErr := os.Stat(d.ServerTLS("server-ca.crt"))
-	cred := path + CredSuffix
-	if caErr == nil {
-		r.CredKept = true
-	} else if _, err := os.Stat(cred); err == nil {
-		files, err := extractCred(cred, dataDir)
-		r.CredRestored = files
-		if err != nil {
-			return r, err
-		}
+	r, err := restoreCred(dataDir, path)
+	if err != nil {
+		return r, err
 	}
 	db := filepath.Join(d.DB(), "state.db")
 	tmp := db + ".restoring"
@@ -358,6 +365,28 @@ func Restore(ctx context.Context, dataDir, path string, now time.Time) (Restored
 		return r, fmt.Errorf("restore: %w", err)
 	}
 	syncDir(d.DB())
+	return r, nil
+}
+
+// restoreCred takes the credentials from the snapshot's archive when the
+// data dir has no cluster CA (a fresh machine), and makes the db dir.
+func restoreCred(dataDir, path string) (Restored, error) {
+	var r Restored
+	d := layout.New(dataDir)
+	if err := os.MkdirAll(d.DB(), 0o700); err != nil {
+		return r, fmt.Errorf("restore: %w", err)
+	}
+	_, caErr := os.Stat(d.ServerTLS("server-ca.crt"))
+	cred := path + CredSuffix
+	if caErr == nil {
+		r.CredKept = true
+	} else if _, err := os.Stat(cred); err == nil {
+		files, err := extractCred(cred, dataDir)
+		r.CredRestored = files
+		if err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 

@@ -25,9 +25,33 @@ const (
 	// BootstrapPath gives a joining server the cluster's shared state
 	// (pkg/bootstrap), sealed with the server token; server token only.
 	BootstrapPath = "/v1-bramble/server-bootstrap"
+	// EtcdMemberPath adds a joining server's etcd member to the cluster as
+	// a learner (embedded etcd); server token only.
+	EtcdMemberPath = "/v1-bramble/etcd-member"
+	// DatastoreHeader says, on BootstrapPath, which datastore the joining
+	// server means to use (DatastoreEtcd or DatastoreExternal): the server
+	// refuses one that is not the cluster's.
+	DatastoreHeader = "Bramble-Datastore"
 	// PasswordHeader carries the node password.
 	PasswordHeader = "Bramble-Node-Password"
 )
+
+// The datastores servers can share.
+const (
+	DatastoreEtcd     = "etcd"     // embedded etcd (--cluster-init)
+	DatastoreExternal = "external" // --datastore-endpoint postgres://, mysql://...
+)
+
+// EtcdMemberRequest names a joining server's etcd member.
+type EtcdMemberRequest struct {
+	Name    string `json:"name"`
+	PeerURL string `json:"peerURL"`
+}
+
+// EtcdMemberResponse is the initial cluster the new member starts with.
+type EtcdMemberResponse struct {
+	InitialCluster string `json:"initialCluster"`
+}
 
 // ClusterConfig is what a node must agree on with the server.
 type ClusterConfig struct {

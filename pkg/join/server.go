@@ -39,6 +39,8 @@ type Server struct {
 	// (nil: this server's datastore cannot be shared).
 	serverToken token.Token
 	bootstrap   func() (bootstrap.State, error)
+	datastore   string
+	etcdMember  func(ctx context.Context, name, peerURL string) (string, error)
 	client      atomic.Pointer[clientHolder]
 	mounts      []mount
 }
@@ -63,6 +65,13 @@ type ServerOptions struct {
 	// Bootstrap reads the state a joining server gets (BootstrapPath); nil
 	// when other servers cannot share this one's datastore (SQLite).
 	Bootstrap func() (bootstrap.State, error)
+	// Datastore is what the cluster shares: DatastoreEtcd or
+	// DatastoreExternal (with Bootstrap).
+	Datastore string
+	// EtcdMember adds a joining server's etcd member as a learner and
+	// returns the initial cluster (EtcdMemberPath); nil without embedded
+	// etcd.
+	EtcdMember func(ctx context.Context, name, peerURL string) (string, error)
 }
 
 // mount is another handler served on the same port (the image registry).
@@ -78,7 +87,8 @@ func NewServer(o ServerOptions, log *slog.Logger) (*Server, error) {
 	if !pool.AppendCertsFromPEM(o.ClientCA) {
 		return nil, errors.New("join: the client CA is not a PEM certificate")
 	}
-	s := &Server{caBundle: o.CABundle, clientCAs: pool, config: o.Cluster, serverNode: o.ServerNode, issuer: o.Issuer, log: log, bootstrap: o.Bootstrap}
+	s := &Server{caBundle: o.CABundle, clientCAs: pool, config: o.Cluster, serverNode: o.ServerNode, issuer: o.Issuer, log: log, bootstrap: o.Bootstrap,
+		datastore: o.Datastore, etcdMember: o.EtcdMember}
 	for _, t := range o.Tokens {
 		if t.Secret != "" {
 			s.secrets = append(s.secrets, t)
@@ -126,6 +136,8 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 			s.serveRenew(w, r)
 		case BootstrapPath:
 			s.serveBootstrap(w, r)
+		case EtcdMemberPath:
+			s.serveEtcdMember(w, r)
 		}
 	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +145,7 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 		case CACertsPath:
 			w.Header().Set("Content-Type", "application/x-pem-file")
 			_, _ = w.Write(s.caBundle)
-		case NodePath, PasswordPath, RenewPath, BootstrapPath:
+		case NodePath, PasswordPath, RenewPath, BootstrapPath, EtcdMemberPath:
 			limited.ServeHTTP(w, r)
 		default:
 			for _, m := range s.mounts {

@@ -86,6 +86,10 @@ func (d Dirs) EncryptionConfig() string { return d.ServerCred("encryption-config
 // DB holds the SQLite database, state.db.
 func (d Dirs) DB() string { return filepath.Join(d.Server(), "db") }
 
+// Etcd is the embedded etcd member's data dir (--cluster-init and the
+// servers that join it).
+func (d Dirs) Etcd() string { return filepath.Join(d.DB(), "etcd") }
+
 // DBSnapshots is where `bramble db snapshot` and the server's schedule
 // write SQLite snapshots by default.
 func (d Dirs) DBSnapshots() string { return filepath.Join(d.DB(), "snapshots") }

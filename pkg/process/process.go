@@ -32,6 +32,7 @@ import (
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/rest"
 	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/featuregate"
 )
 
 // Settings are the process-wide settings.
@@ -54,7 +55,13 @@ func Setup(s Settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(defaultGates(gates)); err != nil {
+	defaults := defaultGates(gates)
+	known := utilfeature.DefaultMutableFeatureGate.GetAll()
+	maps.DeleteFunc(defaults, func(name string, _ bool) bool {
+		_, ok := known[featuregate.Feature(name)]
+		return !ok // a component this binary does not link
+	})
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(defaults); err != nil {
 		return fmt.Errorf("bramble's default feature gates: %w", err)
 	}
 	if len(gates) > 0 {
@@ -104,7 +111,15 @@ func FeatureGates(kubeletArgs []string) (map[string]bool, error) {
 // UnknownVersionInteroperabilityProxy, the proxy between apiservers of
 // different versions, which depends on it and goes off with it): six
 // datastore writes a minute on an SD card.
-var brambleGates = map[string]bool{"APIServerIdentity": false, "UnknownVersionInteroperabilityProxy": false}
+//
+// ControllerManagerReleaseLeaderElectionLockOnExit (on): with leader
+// election (several servers), kube-controller-manager stopped by bramble
+// otherwise ends the whole process at once (os.Exit(1), "leaderelection
+// lost/stopped"), before the apiserver and etcd are stopped; with it, it
+// releases its lease and returns (a lost lease still ends the component,
+// and so bramble).
+var brambleGates = map[string]bool{"APIServerIdentity": false, "UnknownVersionInteroperabilityProxy": false,
+	"ControllerManagerReleaseLeaderElectionLockOnExit": true}
 
 // defaultGates are bramble's gates the user did not set.
 func defaultGates(user map[string]bool) map[string]bool {

@@ -25,7 +25,7 @@ func TestDefaultGatesYieldToUser(t *testing.T) {
 	if got := defaultGates(nil); got["APIServerIdentity"] {
 		t.Fatalf("APIServerIdentity should default off: %v", got)
 	}
-	if got := defaultGates(map[string]bool{"APIServerIdentity": true, "UnknownVersionInteroperabilityProxy": true}); len(got) != 0 {
+	if got := defaultGates(map[string]bool{"APIServerIdentity": true, "UnknownVersionInteroperabilityProxy": true, "ControllerManagerReleaseLeaderElectionLockOnExit": false}); len(got) != 0 {
 		t.Fatalf("a gate the user set was overridden: %v", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bramble-pi/bramble/pkg/etcd"
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
 	"github.com/bramble-pi/bramble/pkg/metricsserver"
 	"github.com/bramble-pi/bramble/pkg/pki"
@@ -31,6 +32,10 @@ type Credentials struct {
 	SchedulerKubeconfig                 string
 	ControllerKubeconfig                string
 	AdminKubeconfig                     string
+	// Embedded etcd: its client URL's serving certificate and the CA
+	// clients' certificates chain to (EtcdServer), the apiserver's client
+	// certificate (EtcdClient), the peer certificate and CA (EtcdPeer).
+	EtcdServer, EtcdClient, EtcdPeer etcd.TLS
 	// CABundle is the server CA's PEM, the content served at /cacerts and
 	// hashed into the token.
 	CABundle []byte
@@ -102,6 +107,33 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 	if _, err := pki.EnsureKey(p.TLS("service.key")); err != nil {
 		return nil, err
 	}
+	// etcd's CAs are made by every first start, so that a cluster started
+	// on SQLite or joined before has them to share (pkg/bootstrap); the
+	// leaves only where etcd runs.
+	etcdCA, err := pki.LoadOrCreateCA(p.TLS("etcd/server-ca.crt"), p.TLS("etcd/server-ca.key"), etcd.ServerCAName, now)
+	if err != nil {
+		return nil, err
+	}
+	etcdPeerCA, err := pki.LoadOrCreateCA(p.TLS("etcd/peer-ca.crt"), p.TLS("etcd/peer-ca.key"), etcd.PeerCAName, now)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.EmbeddedEtcd() {
+		hostname, _ := os.Hostname()
+		for _, l := range []struct {
+			ca   *pki.Authority
+			name string
+			leaf pki.Leaf
+		}{
+			{etcdCA, "etcd/server", etcd.ServerLeaf(cfg.NodeName)},
+			{etcdCA, "etcd/client", etcd.ClientLeaf()},
+			{etcdPeerCA, "etcd/peer", etcd.PeerLeaf(cfg.NodeName, hostname, cfg.AdvertiseAddress)},
+		} {
+			if _, err := l.ca.EnsureLeaf(p.TLS(l.name+".crt"), p.TLS(l.name+".key"), l.leaf, now); err != nil {
+				return nil, err
+			}
+		}
+	}
 
 	cr := &Credentials{
 		ServerCA:             serverCA.CertPath,
@@ -123,6 +155,9 @@ func EnsureCredentials(cfg Config, p Paths, now time.Time) (*Credentials, error)
 		SchedulerKubeconfig:  p.Cred("scheduler.kubeconfig"),
 		ControllerKubeconfig: p.Cred("controller.kubeconfig"),
 		AdminKubeconfig:      p.Cred("admin.kubeconfig"),
+		EtcdServer:           etcd.TLS{CertFile: p.TLS("etcd/server.crt"), KeyFile: p.TLS("etcd/server.key"), CAFile: etcdCA.CertPath},
+		EtcdClient:           etcd.TLS{CertFile: p.TLS("etcd/client.crt"), KeyFile: p.TLS("etcd/client.key"), CAFile: etcdCA.CertPath},
+		EtcdPeer:             etcd.TLS{CertFile: p.TLS("etcd/peer.crt"), KeyFile: p.TLS("etcd/peer.key"), CAFile: etcdPeerCA.CertPath},
 		CABundle:             serverCA.CertPEM,
 		clientCA:             clientCA,
 		kubeletServingCA:     kubeletCA,

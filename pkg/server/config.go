@@ -29,6 +29,9 @@ type Config struct {
 	FlannelBackend    string
 	NetworkPolicy     bool // every node enforces NetworkPolicies (sent to agents at join)
 	DatastoreEndpoint string
+	// ClusterInit starts a new cluster on embedded etcd (--cluster-init)
+	// instead of SQLite.
+	ClusterInit bool
 	// JoinServer is a running server of the cluster this server joins
 	// (--server; its bootstrap state comes from there at the first start).
 	JoinServer     string
@@ -78,6 +81,9 @@ func (p Paths) DBDir() string { return p.d.DB() }
 
 // EncryptionConfig is the apiserver's EncryptionConfiguration (the keys).
 func (p Paths) EncryptionConfig() string { return p.d.EncryptionConfig() }
+
+// EtcdDir is the embedded etcd member's data dir.
+func (p Paths) EtcdDir() string { return p.d.Etcd() }
 
 // KineSocket is where kine serves the etcd API.
 func (p Paths) KineSocket() string { return p.d.KineSocket() }

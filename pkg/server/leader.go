@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,11 +19,25 @@ import (
 )
 
 // Shared says whether other servers may share this server's datastore (an
-// external one: postgres://, mysql://, an etcd URL): the cluster may then
-// have several servers, and the controllers that must act once per cluster
-// run under leader election. One server on SQLite elects nothing (no lease
-// renewed every 2 s: fewer writes on an SD card).
-func (c Config) Shared() bool { return datastore.Shared(c.DatastoreEndpoint) }
+// external one: postgres://, mysql://, an etcd URL; or embedded etcd): the
+// cluster may then have several servers, and the controllers that must act
+// once per cluster run under leader election. One server on SQLite elects
+// nothing (no lease renewed every 2 s: fewer writes on an SD card).
+func (c Config) Shared() bool { return datastore.Shared(c.DatastoreEndpoint) || c.EmbeddedEtcd() }
+
+// EmbeddedEtcd says whether this server keeps its datastore in an etcd
+// member of its own: started with --cluster-init, joining a server without
+// --datastore-endpoint, or started so before (its etcd data dir exists).
+func (c Config) EmbeddedEtcd() bool {
+	if c.DatastoreEndpoint != "" {
+		return false
+	}
+	if c.ClusterInit || c.JoinServer != "" {
+		return true
+	}
+	_, err := os.Stat(NewPaths(c.DataDir).EtcdDir())
+	return err == nil
+}
 
 // ControllersLease is the Lease (kube-system) bramble's own controllers are
 // elected with; kube-scheduler and kube-controller-manager have their own.

@@ -16,6 +16,7 @@ import (
 	"github.com/bramble-pi/bramble/pkg/bootstrap"
 	"github.com/bramble-pi/bramble/pkg/datastore"
 	"github.com/bramble-pi/bramble/pkg/deploy"
+	"github.com/bramble-pi/bramble/pkg/etcd"
 	"github.com/bramble-pi/bramble/pkg/ingresstls"
 	"github.com/bramble-pi/bramble/pkg/join"
 	"github.com/bramble-pi/bramble/pkg/kubeconfig"
@@ -41,6 +42,8 @@ type ControlPlane struct {
 	// leader elects bramble's own controllers on a shared datastore (nil
 	// with one server on SQLite).
 	leader *leader
+	// etcd is the embedded etcd member (nil on kine).
+	etcd *etcd.Member
 }
 
 // CheckArgs refuses a bad --kube-*-arg: call it before anything is written
@@ -98,9 +101,22 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	cp := &ControlPlane{cfg: cfg, log: log, paths: p, creds: creds, encryption: encryption,
 		traefikSecrets: ingresstls.NewFilter(ingresstls.TraefikUser)}
 	var shared func() (bootstrap.State, error)
+	var etcdMember func(ctx context.Context, name, peerURL string) (string, error)
+	kind := join.DatastoreExternal
 	if cfg.Shared() {
 		cp.leader = &leader{leading: make(chan struct{})}
 		shared = func() (bootstrap.State, error) { return bootstrap.Collect(p.Root()) }
+	}
+	if cfg.EmbeddedEtcd() {
+		kind = join.DatastoreEtcd
+		cp.etcd = cp.newEtcd()
+		etcdMember = func(ctx context.Context, name, peerURL string) (string, error) {
+			cli := cp.etcd.Client()
+			if cli == nil {
+				return "", errors.New("etcd is not ready yet")
+			}
+			return etcd.AddLearner(ctx, cli, name, peerURL)
+		}
 	}
 	clusterCfg := join.ClusterConfig{
 		ClusterCIDR: cfg.ClusterCIDR.String(), ServiceCIDR: cfg.ServiceCIDR.String(),
@@ -110,6 +126,7 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	cp.join, err = join.NewServer(join.ServerOptions{
 		CABundle: creds.CABundle, ClientCA: creds.clientCA.CertPEM, Cluster: clusterCfg,
 		Tokens: []token.Token{tok, agentTok}, ServerNode: cfg.NodeName, Issuer: cp, Bootstrap: shared,
+		Datastore: kind, EtcdMember: etcdMember,
 	}, log.With("component", "join"))
 	if err != nil {
 		return nil, err
@@ -119,21 +136,38 @@ func Prepare(cfg Config, log *slog.Logger) (*ControlPlane, error) {
 
 // checkDatastoreKept refuses to start a cluster that exists (its CA is there)
 // on a lost SQLite file (missing or empty): that would be a new, empty
-// cluster under the old certificates, which agents reconnect to.
+// cluster under the old certificates, which agents reconnect to. The same
+// for embedded etcd without its data dir, and for a cluster on SQLite
+// restarted with --cluster-init (its objects are in state.db, not in etcd).
 func checkDatastoreKept(cfg Config, p Paths) error {
-	if cfg.DatastoreEndpoint != "" || cfg.AllowEmptyDatastore {
+	if cfg.DatastoreEndpoint != "" {
 		return nil
 	}
 	if _, err := os.Stat(p.TLS("server-ca.crt")); err != nil {
 		return nil // a new cluster
 	}
 	db := datastore.New(datastore.Config{DBDir: p.DBDir()}, nil).SQLitePath()
-	st, err := os.Stat(db)
+	st, dbErr := os.Stat(db)
+	if cfg.EmbeddedEtcd() {
+		switch {
+		case etcd.HasData(p.EtcdDir()) || cfg.JoinServer != "":
+			return nil // its member, or one added from the cluster's
+		case dbErr == nil && st.Size() > 0:
+			return nil // moved into etcd at start (migration)
+		case cfg.AllowEmptyDatastore:
+			return nil
+		default:
+			return fmt.Errorf("%s has no etcd data, but %s holds a cluster (its certificates and tokens): its objects would be lost. Restore the etcd data dir from a backup, or start with --allow-empty-datastore to run this cluster on an empty datastore", p.EtcdDir(), cfg.DataDir)
+		}
+	}
+	if cfg.AllowEmptyDatastore {
+		return nil
+	}
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(dbErr, os.ErrNotExist):
 		return fmt.Errorf("%s is missing, but %s holds a cluster (its certificates and tokens): its objects would be lost. Restore state.db from a backup, or start with --allow-empty-datastore to run this cluster on an empty datastore", db, cfg.DataDir)
-	case err != nil:
-		return fmt.Errorf("datastore: %w", err)
+	case dbErr != nil:
+		return fmt.Errorf("datastore: %w", dbErr)
 	case st.Size() == 0:
 		return fmt.Errorf("%s is empty, but %s holds a cluster (its certificates and tokens): its objects would be lost. Restore state.db from a backup, or start with --allow-empty-datastore to run this cluster on an empty datastore", db, cfg.DataDir)
 	}
@@ -143,10 +177,17 @@ func checkDatastoreKept(cfg Config, p Paths) error {
 // Components are the datastore, apiserver, scheduler and controller-manager,
 // in start order. The admin kubeconfig is written once the apiserver is ready.
 func (cp *ControlPlane) Components() []supervisor.Component {
-	ds := datastore.New(datastore.Config{DBDir: cp.paths.DBDir(), Endpoint: cp.cfg.DatastoreEndpoint, Socket: cp.paths.KineSocket()}, cp.log.With("component", "datastore"))
+	var ds supervisor.Component
+	var endpoints func() []string
+	if cp.etcd != nil {
+		ds, endpoints = cp.etcd, func() []string { return []string{cp.etcd.ClientURL()} }
+	} else {
+		kine := datastore.New(datastore.Config{DBDir: cp.paths.DBDir(), Endpoint: cp.cfg.DatastoreEndpoint, Socket: cp.paths.KineSocket()}, cp.log.With("component", "datastore"))
+		ds, endpoints = kine, kine.Endpoints
+	}
 	checkReady := readyz(cp.cfg.APIServerURL(), cp.creds)
 	// The apiserver's arguments need kine's endpoint, known once kine started.
-	api := newAPIServer(func() []string { return cp.apiServerArgs(ds.Endpoints()) }, func(ctx context.Context) error {
+	api := newAPIServer(func() []string { return cp.apiServerArgs(endpoints()) }, func(ctx context.Context) error {
 		if err := checkReady(ctx); err != nil {
 			return err
 		}
@@ -158,10 +199,10 @@ func (cp *ControlPlane) Components() []supervisor.Component {
 	// With several servers the controllers that act once per cluster are
 	// elected (elected; kube-scheduler and kube-controller-manager elect
 	// their own); certificates and snapshots are each server's own.
-	comps := []supervisor.Component{ds, api, cp.joinComponent(), cp.leaderElection(), cp.elected(cp.nodeIPAM()),
+	comps := []supervisor.Component{ds, cp.migration(), api, cp.joinComponent(), cp.leaderElection(), cp.elected(cp.nodeIPAM()),
 		newScheduler(cp.schedulerArgs()), newControllerManager(cp.controllerManagerArgs()),
 		cp.elected(cp.deployController(cp.log.With("component", "deploy"))), cp.ingressTLS(), cp.elected(cp.localStorage()),
-		cp.elected(cp.serviceLB()), cp.elected(cp.metricsServer()), cp.certificates(), cp.snapshots()}
+		cp.elected(cp.serviceLB()), cp.elected(cp.metricsServer()), cp.elected(cp.etcdMembers()), cp.certificates(), cp.snapshots()}
 	return slices.DeleteFunc(comps, func(c supervisor.Component) bool { return c == nil })
 }
 
@@ -204,7 +245,7 @@ func authnConfigPath(p Paths) string {
 
 func metricLabelsPath(p Paths) string { return filepath.Join(p.Root(), "etc", "metric-labels.yaml") }
 
-func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
+func (cp *ControlPlane) apiServerArgs(etcdServers []string) []string {
 	c, cr := cp.cfg, cp.creds
 	args := []string{
 		"--advertise-address=" + c.AdvertiseAddress.String(),
@@ -253,8 +294,11 @@ func (cp *ControlPlane) apiServerArgs(etcd []string) []string {
 		// they change, not a lease renewed every 10 s (SD-card writes).
 		args = append(args, "--endpoint-reconciler-type=master-count", "--apiserver-count=1")
 	}
-	for _, e := range etcd {
+	for _, e := range etcdServers {
 		args = append(args, "--etcd-servers="+e)
+	}
+	if cp.etcd != nil {
+		args = append(args, "--etcd-cafile="+cr.EtcdClient.CAFile, "--etcd-certfile="+cr.EtcdClient.CertFile, "--etcd-keyfile="+cr.EtcdClient.KeyFile)
 	}
 	if cp.encryption {
 		// Reloaded without a restart (polled every minute): rotate-keys.

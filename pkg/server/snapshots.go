@@ -39,7 +39,8 @@ func (s SnapshotSchedule) Check() error {
 	return nil
 }
 
-// snapshots saves a snapshot of the SQLite datastore on the schedule and
+// snapshots saves a snapshot of the SQLite datastore (or of embedded etcd:
+// every server its own) on the schedule and
 // deletes the oldest scheduled ones beyond the retention (on-demand
 // snapshots are the user's to delete). Nothing runs with another datastore
 // or an empty schedule.
@@ -64,7 +65,12 @@ func (cp *ControlPlane) snapshots() supervisor.Component {
 				case <-time.After(time.Until(next)):
 				}
 				began := time.Now()
-				s, err := dbsnapshot.Save(ctx, cp.cfg.DataDir, filepath.Join(cp.paths.DBDir(), "state.db"), sched.Dir, dbsnapshot.ScheduledName, cp.cfg.NodeName, began)
+				var s dbsnapshot.Snapshot
+				if cp.etcd != nil {
+					s, err = dbsnapshot.SaveEtcd(ctx, cp.cfg.DataDir, cp.etcd.Client(), sched.Dir, dbsnapshot.ScheduledName, cp.cfg.NodeName, began)
+				} else {
+					s, err = dbsnapshot.Save(ctx, cp.cfg.DataDir, filepath.Join(cp.paths.DBDir(), "state.db"), sched.Dir, dbsnapshot.ScheduledName, cp.cfg.NodeName, began)
+				}
 				if err != nil {
 					log.Warn("scheduled snapshot failed", "dir", sched.Dir, "err", err)
 					continue
