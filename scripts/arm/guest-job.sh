@@ -88,8 +88,11 @@ wait_for() {
 			{
 				echo "== $(uptime_s) s: waiting for $what"
 				kubectl get pods -A -o wide 2>&1
-				# Who has the (emulated) CPU.
+				# Who has the (emulated) CPU, and how many page faults
+				# read from the disk (bramble's executable pages, once
+				# pkg/memtrim paged them out, come back that way).
 				top -b -n 1 -w 200 2>&1 | head -n 15
+				grep -E '^(pgmajfault|pgpgin) ' /proc/vmstat
 			} >>"$OUT/progress.txt"
 		fi
 	done
