@@ -88,6 +88,8 @@ wait_for() {
 			{
 				echo "== $(uptime_s) s: waiting for $what"
 				kubectl get pods -A -o wide 2>&1
+				# Why a pod is not Ready or was restarted (probes, kills).
+				kubectl get events -A --field-selector type=Warning 2>&1 | tail -n 15
 				# Who has the (emulated) CPU, and how many page faults
 				# read from the disk (bramble's executable pages, once
 				# pkg/memtrim paged them out, come back that way).
