@@ -748,7 +748,9 @@ start_service() {
 		;;
 	none)
 		info "no init system found (neither systemd nor OpenRC): start bramble yourself, e.g."
-		info "  sudo sh -c \"set -a; . $ENV_FILE; set +a; exec $BIN_DIR/bramble $CMD$EXEC_ARGS >/var/log/$SERVICE.log 2>&1\" &"
+		# The modules the systemd unit and the OpenRC script load first
+		# (nothing else loads them at boot on such a host).
+		info "  sudo sh -c \"modprobe br_netfilter; modprobe overlay; set -a; . $ENV_FILE; set +a; exec $BIN_DIR/bramble $CMD$EXEC_ARGS >/var/log/$SERVICE.log 2>&1\" &"
 		info "stop it with $BIN_DIR/bramble-killall.sh"
 		;;
 	esac

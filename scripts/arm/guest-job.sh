@@ -88,6 +88,13 @@ wait_for() {
 			{
 				echo "== $(uptime_s) s: waiting for $what"
 				kubectl get pods -A -o wide 2>&1
+				# Why a pod is not Ready or was restarted (probes, kills).
+				kubectl get events -A --field-selector type=Warning 2>&1 | tail -n 15
+				# Who has the (emulated) CPU, and how many page faults
+				# read from the disk (bramble's executable pages, once
+				# pkg/memtrim paged them out, come back that way).
+				top -b -n 1 -w 200 2>&1 | head -n 15
+				grep -E '^(pgmajfault|pgpgin) ' /proc/vmstat
 			} >>"$OUT/progress.txt"
 		fi
 	done
@@ -207,8 +214,9 @@ fi
 grep -qw memory /sys/fs/cgroup/cgroup.controllers || fail "memory cgroup still off after the cmdline.txt fix"
 say "memory cgroup on"
 t0=$(uptime_s)
-# As install.sh says to start bramble without an init system.
-sh -c "set -a; . /etc/bramble/$SERVICE.env; set +a; exec /usr/local/bin/bramble $ROLE >$OUT/bramble.log 2>&1" &
+# As install.sh says to start bramble without an init system (the modules
+# first, as its systemd unit and OpenRC script do).
+sh -c "modprobe br_netfilter; modprobe overlay; set -a; . /etc/bramble/$SERVICE.env; set +a; exec /usr/local/bin/bramble $ROLE >$OUT/bramble.log 2>&1" &
 say "started bramble $ROLE (pid $!)"
 
 if [ "$ROLE" = server ]; then
