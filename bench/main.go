@@ -34,6 +34,14 @@ func main() {
 	bin := flag.String("bin", "bin/bramble", "bramble binary")
 	flag.IntVar(&churnRollouts, "churn-rollouts", 1440, "churn: rollouts of the Deployment (1440 = one a minute for 24 h)")
 	flag.DurationVar(&churnInterval, "churn-interval", 5*time.Second, "churn: time between rollout starts (1m: real time, uncompressed)")
+	flag.Func("plumber-replicas", "addons: scale the Plumber example to this many replicas before idling (default 3, the manifest's; 1 = the README's Pi 3 profile)", func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 3 {
+			return fmt.Errorf("want 0 to 3")
+		}
+		plumberReplicas = int32(n)
+		return nil
+	})
 	resident := flag.Int("resident", 0, "only print which parts of this process's executable are resident")
 	flag.Parse()
 	if *resident > 0 {
