@@ -16,13 +16,7 @@ import (
 // work harder before a small Pi runs out of memory. GOGC and GOMEMLIMIT in
 // the environment win over both.
 const (
-	// defaultGCPercent holds once the node is up. The idle heap is mostly
-	// long-lived (OpenAPI specs, informer caches, the watch cache), so a
-	// low percentage costs little CPU: at 25 instead of 50 an idle server
-	// kept 45 MiB less anonymous memory (252 -> 207 MiB; PSS 310 -> 269)
-	// and its idle CPU stayed within the noise of the machine (4.9 % and
-	// 4.3 % of a core in the same conditions; bench node scenario).
-	defaultGCPercent = 25
+	defaultGCPercent = 50
 	// startupGCPercent holds while the components start: their start-up
 	// allocates a lot that dies young (OpenAPI specs built and marshalled,
 	// informers' first lists), and at 50 the collector took a quarter of
@@ -67,7 +61,7 @@ func totalRAM() (uint64, error) {
 }
 
 // SettleRuntime sets the collector for a running node once start-up is
-// over (GOGC 25), unless the environment sets GOGC.
+// over (GOGC 50), unless the environment sets GOGC.
 func SettleRuntime() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
